@@ -1,0 +1,41 @@
+# robustlearn — `make demo` runs the main job, `make test` the test suite; both install what they need first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+export WANDB_SILENT := true
+
+.PHONY: install data demo test test-slow lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel first, so that no dependency pulls a CUDA build of torch.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST from Debian's package when we are root and the files are missing;
+# otherwise robustlearn looks in data.root, $$ROBUSTLEARN_DATA, or downloads.
+data:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: install data
+	$(VENV)/bin/robustlearn demo
+
+test: install data
+	$(PY) -m pytest
+
+test-slow: install data
+	$(PY) -m pytest -m slow
+
+lint: install
+	$(VENV)/bin/ruff check robustlearn tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs wandb .pytest_cache

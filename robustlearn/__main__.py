@@ -1,0 +1,5 @@
+import sys
+
+from robustlearn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""The `robustlearn` command: fit | sweep | leaderboard | methods | config.
+
+Exit codes: 0 done, 1 a run failed, 2 bad input (a one-paragraph message naming the key or file), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from robustlearn.errors import ConfigError
+
+
+def _error(message: str) -> int:
+    width = 100
+    print(textwrap.fill(f"robustlearn: error: {message}", width=width, subsequent_indent="  "), file=sys.stderr)
+    return 2
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from robustlearn.config import config_hash, load_config, run_id, to_yaml
+
+    cfg = load_config(args.file, args.overrides)
+    print(to_yaml(cfg), end="")
+    print(f"# run_id: {run_id(cfg)}\n# config_hash: {config_hash(cfg)}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from robustlearn.config import load_config
+    from robustlearn.runner import fit
+
+    cfg = load_config(args.file, args.overrides)
+    result = fit(cfg, quiet=args.quiet)
+    status = result["status"]
+    if not args.quiet or status != "completed":
+        acc = result.get("test_acc_at_best_val")
+        last = result.get("test_acc_last")
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+        print(f"{result['run_id']}: {status}; test acc at best val {fmt(acc)}, last {fmt(last)}; "
+              f"{result.get('train_time_s', 0):.1f} s")
+        if result.get("error"):
+            print(f"  error: {result['error']}", file=sys.stderr)
+        print(f"  results: {result['run_dir']}/ (result.json, metrics.csv, config.yaml)")
+    return 0 if status == "completed" else 1
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from robustlearn import registry
+
+    for title, reg in (("strategies", registry.STRATEGIES), ("datasets", registry.DATASETS),
+                       ("models", registry.MODELS), ("noise kinds", registry.NOISES)):
+        print(f"{title}:")
+        for name in reg.names():
+            entry = reg.get(name)
+            doc = (entry.__doc__ or "").strip().splitlines()
+            print(f"  {name:<18} {doc[0] if doc else ''}")
+            params = getattr(entry, "Params", None)
+            if params is not None and dataclasses.is_dataclass(params):
+                for f in dataclasses.fields(params):
+                    default = f.default if f.default is not dataclasses.MISSING else "(required)"
+                    if f.default_factory is not dataclasses.MISSING:
+                        default = f.default_factory()
+                    print(f"  {'':<18}   {f.name} = {default!r}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from robustlearn.sweep import sweep_main
+
+    return sweep_main(args)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from robustlearn.leaderboard import leaderboard_cli
+
+    return leaderboard_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robustlearn", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train one run from a YAML config")
+    f.add_argument("file")
+    f.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    f.set_defaults(func=cmd_fit)
+
+    c = sub.add_parser("config", help="print the resolved, validated config")
+    c.add_argument("file")
+    c.add_argument("overrides", nargs="*")
+    c.set_defaults(func=cmd_config)
+
+    m = sub.add_parser("methods", help="list strategies, datasets, models and noise kinds with their parameters")
+    m.set_defaults(func=cmd_methods)
+
+    s = sub.add_parser("sweep", help="run a grid of configs × seeds, skipping finished runs")
+    s.add_argument("file")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--backend", choices=["local", "submitit"], default="local")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_sweep)
+
+    lb = sub.add_parser("leaderboard", help="tables and plots from a results store")
+    lb.add_argument("--results", default="runs/results.sqlite")
+    lb.add_argument("--format", choices=["md", "html", "csv"], default="md")
+    lb.add_argument("--out", default=None)
+    lb.add_argument("--plots", default=None, help="folder for PNG plots")
+    lb.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE")
+    lb.set_defaults(func=cmd_leaderboard)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Overrides may also come after options (`fit x.yaml --quiet a=1`).
+    if rest and hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+        args.overrides = [*args.overrides, *rest]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print("robustlearn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Load an experiment: YAML (+ `defaults:` includes) + extra includes + `key=value` overrides -> validated config.
+
+    defaults: [../base.yaml, ../datasets/fashion_mnist.yaml]   # merged first, in order, then this file
+    noise: {kind: symmetric, rate: 0.4}
+
+Paths in `defaults` are relative to the file that names them (`.yaml` may be left off). Overrides use dotted keys
+(`noise.rate=0.2`, `strategies[0].q=0.7` or `strategies.0.q=0.7`) and YAML values. The result is validated against
+`robustlearn.schema` before any work starts and returned as a read-only OmegaConf DictConfig.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from robustlearn.errors import ConfigError
+from robustlearn.schema import BOOKKEEPING
+from robustlearn.validate import validate
+
+
+def _resolve_path(name: str, base: Path, key: str) -> Path:
+    path = (base / name).expanduser()
+    for candidate in (path, path.with_name(path.name + ".yaml")):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(f"{key}: config file '{name}' not found (looked for {path} and {path}.yaml).", key)
+
+
+def _read_yaml(path: Path, key: str) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read config file '{path}': {exc.strerror}.", key) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}.", str(path)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of keys, not {type(data).__name__}.", str(path))
+    return data
+
+
+def _load_tree(path: Path, key: str, seen: tuple[Path, ...] = ()) -> dict:
+    """The merged content of `path` and everything its `defaults:` list names, depth first."""
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"defaults: the includes form a cycle: {chain}.", "defaults")
+    data = _read_yaml(path, key)
+    defaults = data.pop("defaults", []) or []
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
+        raise ConfigError(f"{path}: defaults: expected a list of YAML file paths, got {defaults!r}.", "defaults")
+    merged: dict = {}
+    for name in defaults:
+        child = _resolve_path(name, path.parent, f"defaults (in {path})")
+        merged = _merge(merged, _load_tree(child, f"defaults (in {path})", (*seen, path)))
+    return _merge(merged, data)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Deep merge of mappings; lists and scalars in `top` replace those in `base`."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected key=value (e.g. noise.rate=0.4).", item)
+    key, _, text = item.partition("=")
+    key = _INDEX.sub(r".\1", key.strip()).lstrip("+")
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{item}': '{key}' is not a dotted key.", key)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': the value is not valid YAML.", key) from exc
+    node: Any = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override '{item}': {where} is not an index of a list of {len(node)}.", key)
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': {'.'.join(parts[:depth])} is not a mapping.", key)
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+
+
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), includes: Sequence[str | Path] = ()
+) -> DictConfig:
+    """Read, merge, override, resolve and validate an experiment config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found.", str(path))
+    data = _load_tree(path.resolve(), str(path))
+    for inc in includes:
+        data = _merge(data, _load_tree(_resolve_path(str(inc), Path.cwd(), "includes"), "includes"))
+    for item in overrides:
+        _apply_override(data, item)
+    return from_dict(data)
+
+
+def from_dict(data: dict) -> DictConfig:
+    """Resolve interpolations, validate and freeze a config given as a plain dict."""
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        raise ConfigError(f"{key or 'config'}: {str(exc).splitlines()[0]}", key) from exc
+    cfg = OmegaConf.create(validate(resolved))
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """Hash of everything that changes what a run computes (bookkeeping keys left out)."""
+    data = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    data = {k: v for k, v in data.items() if k not in BOOKKEEPING}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_id(cfg: DictConfig) -> str:
+    if cfg.output.run_id:
+        return str(cfg.output.run_id)
+    noise = "clean" if cfg.noise.kind == "none" else f"{cfg.noise.kind}{cfg.noise.rate:g}"
+    return f"{cfg.method}-{cfg.data.name}-{noise}-s{cfg.seed}-{config_hash(cfg)[:8]}"

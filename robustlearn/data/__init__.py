@@ -1,0 +1,1 @@
+"""Datasets (sources), label noise, the device-resident loader and the one datamodule."""

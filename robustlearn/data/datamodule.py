@@ -1,0 +1,178 @@
+"""The one datamodule: any registered source, seeded label noise, a noisy validation split, a clean test set.
+
+Splits: `train` (noisy labels), `val` (held out from train, noisy labels: model selection never sees the test
+set), `test` (clean). Noise is applied once to the whole training set before the split, seeded by `noise.seed`.
+Batches follow the batch contract: `x`, `y` (observed), `y_clean` (diagnostics only), `index` (position in the
+training split). With `data.loader=device` (default) each split is one tensor on the device; with
+`data.loader=dataloader` a torch DataLoader feeds the same dicts and augmentation runs on the device after transfer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from robustlearn.data.augment import random_crop_flip
+from robustlearn.data.base import ArraySet, NoiseInfo
+from robustlearn.data.gpu_loader import DeviceLoader, epoch_seed
+from robustlearn.data.noise import apply_noise
+from robustlearn.errors import ConfigError
+from robustlearn.registry import DATASETS
+from robustlearn.schema import DataCfg, NoiseCfg
+
+
+def _own_params(values: dict, base: type) -> dict:
+    common = {f.name for f in dataclasses.fields(base)}
+    return {k: v for k, v in values.items() if k not in common}
+
+
+class _DictDataset(Dataset):
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["y"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+class RobustDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.data_cfg = cfg.data
+        self.loaded = False
+        self.splits: dict[str, dict[str, torch.Tensor]] = {}
+        self.loaders: dict[str, Any] = {}
+        self.noise_info: NoiseInfo | None = None
+
+    # ---- loading (also called before a run starts, so that missing data is bad input) -------------------
+    def load(self) -> RobustDataModule:
+        if self.loaded:
+            return self
+        d = self.data_cfg
+        source_cls = DATASETS.get(d.name, key="data.name")
+        source = source_cls(source_cls.Params(**_own_params(dict(d), DataCfg)))
+        arrays: ArraySet = source.load(d.root, d.download)
+        x, y = arrays.x_train, arrays.y_train.astype(np.int64)
+        if d.subset is not None:
+            if d.subset > len(y):
+                raise ConfigError(f"data.subset: {d.subset} is more than the {len(y)} training samples.", "data.subset")
+            x, y = x[: d.subset], y[: d.subset]
+        self.num_classes = arrays.num_classes
+        self.class_names = list(arrays.class_names)
+        self.input_shape = tuple(x.shape[1:])
+        self.crop_padding = source.default_crop_padding if d.crop_padding is None else d.crop_padding
+        self.hflip = source.default_hflip if d.hflip is None else d.hflip
+        if not arrays.is_image and (self.crop_padding or self.hflip):
+            raise ConfigError("data.crop_padding / data.hflip: augmentation needs image data.", "data.crop_padding")
+
+        n = self.cfg.noise
+        features = (x.reshape(len(x), -1).astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
+        noisy, self.noise_info = apply_noise(
+            n.kind, _own_params(dict(n), NoiseCfg), y, self.num_classes, n.rate, n.seed, features, d.name
+        )
+
+        perm = np.random.default_rng(d.split_seed).permutation(len(y))
+        n_val = int(round(d.val_fraction * len(y)))
+        if n_val == 0 and d.val_fraction > 0:
+            n_val = 1
+        if len(y) - n_val < 1:
+            raise ConfigError("data.val_fraction: leaves no training samples.", "data.val_fraction")
+        val_ids, train_ids = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.train_ids = train_ids
+
+        mean = torch.tensor(arrays.mean, dtype=torch.float32)
+        std = torch.tensor(arrays.std, dtype=torch.float32)
+        prep = lambda a: self._normalise(a, mean, std)
+        self.splits["train"] = self._split(prep(x[train_ids]), noisy[train_ids], y[train_ids])
+        if n_val:
+            self.splits["val"] = self._split(prep(x[val_ids]), noisy[val_ids], y[val_ids])
+        self.splits["test"] = self._split(prep(arrays.x_test), arrays.y_test, arrays.y_test)
+        self.train_size = len(train_ids)
+        self.loaded = True
+        return self
+
+    @staticmethod
+    def _normalise(a: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a)).float()
+        if a.dtype == np.uint8:
+            t = t / 255.0
+        shape = (1, -1, 1, 1) if t.ndim == 4 else (1, -1)
+        t = (t - mean.view(shape)) / std.view(shape)
+        return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+
+    @staticmethod
+    def _split(x: torch.Tensor, y: np.ndarray, y_clean: np.ndarray) -> dict[str, torch.Tensor]:
+        return {
+            "x": x,
+            "y": torch.as_tensor(np.asarray(y), dtype=torch.long),
+            "y_clean": torch.as_tensor(np.asarray(y_clean), dtype=torch.long),
+            "index": torch.arange(len(y), dtype=torch.long),
+        }
+
+    # ---- Lightning hooks ---------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _make(self, split: str, train: bool):
+        d = self.data_cfg
+        bs = d.batch_size if train else d.eval_batch_size
+        if d.loader == "dataloader":
+            g = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, 0))
+            return DataLoader(_DictDataset(self.splits[split]), batch_size=bs, shuffle=train, generator=g,
+                              num_workers=d.num_workers, pin_memory=torch.cuda.is_available())
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world = self.trainer.world_size if self.trainer is not None else 1
+        loader = DeviceLoader(
+            dict(self.splits[split]), bs, shuffle=train, seed=self.cfg.seed, epoch_fn=self._epoch,
+            crop_padding=self.crop_padding if train else 0, hflip=self.hflip if train else False,
+            rank=rank if train else 0, world_size=world if train else 1,
+        )
+        return loader.to(self._device())
+
+    def train_dataloader(self):
+        if "train" not in self.loaders:
+            self.loaders["train"] = self._make("train", train=True)
+        return self.loaders["train"]
+
+    def val_dataloader(self):
+        # Validation (noisy, for model selection) and test (clean) are both evaluated every epoch.
+        for split in ("val", "test"):
+            if split in self.splits and split not in self.loaders:
+                self.loaders[split] = self._make(split, train=False)
+        return [self.loaders[s] for s in ("val", "test") if s in self.loaders]
+
+    def test_dataloader(self):
+        return self.val_dataloader()[-1]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if (self.data_cfg.loader == "dataloader" and trainer is not None and trainer.training
+                and (self.crop_padding or self.hflip)):
+            step = trainer.global_step
+            g = torch.Generator(device=batch["x"].device).manual_seed(epoch_seed(self.cfg.seed, step, salt=2))
+            batch["x"] = random_crop_flip(batch["x"], self.crop_padding, self.hflip, g)
+        return batch
+
+    @property
+    def train_loader(self):
+        """The training loader (for strategies that choose the next epoch's positions)."""
+        return self.train_dataloader()
+
+    @property
+    def val_split_names(self) -> list[str]:
+        return [s for s in ("val", "test") if s in self.splits]

@@ -1,0 +1,101 @@
+"""Batches as slices of device-resident tensors: no DataLoader workers, no host-to-device copies per step.
+
+The whole split lives on the device as a dict of tensors (`x`, `y`, `y_clean`, `index`). Each epoch draws a
+permutation from a generator seeded by (seed, epoch), so the batch order and the augmentation of epoch e are the
+same whether a run went straight through or resumed at e. Strategies may restrict the next epochs to a subset of
+positions (`set_indices`), e.g. InfoBatch pruning or online batch selection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+
+from robustlearn.data.augment import random_crop_flip
+
+
+def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
+    """A well-mixed 63-bit seed from (seed, epoch, salt)."""
+    x = (seed * 1_000_003 + epoch * 7919 + salt * 104_729 + 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & ((1 << 64) - 1)
+    x ^= x >> 33
+    return x & ((1 << 63) - 1)
+
+
+class DeviceLoader:
+    """An iterable of batch dicts over tensors that are moved to `device` once."""
+
+    def __init__(
+        self,
+        tensors: dict[str, torch.Tensor],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        epoch_fn: Callable[[], int] = lambda: 0,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch_fn = epoch_fn
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.rank, self.world_size = rank, world_size
+        self.indices: torch.Tensor | None = None
+        self.size = len(next(iter(tensors.values())))
+
+    def to(self, device: torch.device | str) -> DeviceLoader:
+        device = torch.device(device)
+        for k, v in self.tensors.items():
+            if v.device != device:
+                self.tensors[k] = v.to(device, non_blocking=True)
+        if self.indices is not None:
+            self.indices = self.indices.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.tensors.values())).device
+
+    def set_indices(self, indices: torch.Tensor | None) -> None:
+        """Restrict the following epochs to these positions (None: the whole split)."""
+        self.indices = None if indices is None else indices.to(self.device, torch.long)
+
+    def _positions(self) -> int:
+        n = self.size if self.indices is None else len(self.indices)
+        return math.ceil(n / self.world_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self._positions() / self.batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        n = self.size if self.indices is None else len(self.indices)
+        if self.shuffle:
+            g = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch))
+            order = torch.randperm(n, generator=g, device=self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        if self.indices is not None:
+            order = self.indices[order]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        epoch = int(self.epoch_fn())
+        order = self._order(epoch)
+        augment = self.crop_padding > 0 or self.hflip
+        gen = None
+        if augment:
+            gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, salt=1))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = {k: v[idx] for k, v in self.tensors.items()}
+            if augment:
+                batch["x"] = random_crop_flip(batch["x"], self.crop_padding, self.hflip, gen)
+            yield batch

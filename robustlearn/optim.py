@@ -1,0 +1,34 @@
+"""Optimisers (sgd, adam, adamw) and learning-rate schedules (none, cosine, onecycle, multistep)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+
+def build_optimizer(cfg: DictConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(cfg: DictConfig, opt: torch.optim.Optimizer, epochs: int, trainer: Any) -> dict | None:
+    """A Lightning lr_scheduler dict; cosine and multistep step per epoch, onecycle per batch."""
+    if cfg.name == "none":
+        return None
+    if cfg.name == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=cfg.min_lr)
+        return {"scheduler": sched, "interval": "epoch"}
+    if cfg.name == "multistep":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+        return {"scheduler": sched, "interval": "epoch"}
+    total = int(trainer.estimated_stepping_batches)
+    max_lr = [g["lr"] for g in opt.param_groups]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start)
+    return {"scheduler": sched, "interval": "step"}

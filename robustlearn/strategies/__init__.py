@@ -1,0 +1,5 @@
+"""Strategies: every method is a Lightning Callback. Importing this package registers the built-in ones."""
+
+from robustlearn.strategies.base import Strategy
+
+__all__ = ["Strategy"]
