@@ -99,7 +99,7 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         log_every_n_steps=t.log_every_n_steps,
         callbacks=[*strategies, recorder, *extra, *callbacks],
         logger=loggers or False,
-        enable_checkpointing=False,
+        enable_checkpointing=True,  # RunRecorder is the checkpoint callback
         enable_progress_bar=not quiet,
         enable_model_summary=not quiet,
         num_sanity_val_steps=0,

@@ -1,8 +1,9 @@
 """RunRecorder: one `metrics.csv` row per epoch and `checkpoints/last.ckpt`, kept consistent with each other.
 
-An epoch's metrics are complete only once Lightning has reduced them, which is after every `on_train_epoch_end`
-hook; so epoch e is recorded (and the checkpoint written) when epoch e+1 starts, and the last epoch when training
-ends. Lightning resumes such a checkpoint at the start of epoch e+1. The rows travel in the checkpoint too, so a
+The recorder is a `Checkpoint` callback, so Lightning calls its `on_train_epoch_end` after the module's (as for
+ModelCheckpoint): the epoch's training metrics, validation and test accuracy and every strategy's metrics are all
+known there. It appends the row, rewrites `metrics.csv` and saves `last.ckpt` at that same point, which is where
+Lightning's own end-of-epoch checkpoints are taken and resumed from. The rows travel in the checkpoint, so a
 resumed run rewrites `metrics.csv` exactly as far as its checkpoint goes and continues from there.
 """
 
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
 
 
-class RunRecorder(pl.Callback):
+class RunRecorder(Checkpoint):
     def __init__(self, run_dir: Path, save_checkpoint: bool = True):
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.csv"
@@ -26,6 +28,7 @@ class RunRecorder(pl.Callback):
         self.save = save_checkpoint
         self.rows: list[dict[str, Any]] = []
         self._epoch_started: float | None = None
+        self._lr = math.nan
 
     @property
     def state_key(self) -> str:
@@ -33,21 +36,19 @@ class RunRecorder(pl.Callback):
 
     # ---- hooks ---------------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish_epoch(trainer, trainer.current_epoch - 1)
         self._epoch_started = time.perf_counter()
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish_epoch(trainer, trainer.current_epoch - 1)
-
-    def _finish_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
-        if epoch < 0 or self._epoch_started is None or any(r["epoch"] == epoch for r in self.rows):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if self._epoch_started is None or any(r["epoch"] == epoch for r in self.rows):
             return
         row: dict[str, Any] = {"epoch": epoch, "time_s": time.perf_counter() - self._epoch_started}
-        for key, value in sorted(trainer.callback_metrics.items()):
+        for key, value in sorted(_epoch_metrics(trainer).items()):
             if key.endswith("_step"):
                 continue
             row[key.removesuffix("_epoch")] = float(value)
-        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
+        row["lr"] = self._lr  # the rate the epoch trained with (epoch-wise schedulers step before this hook)
         self.rows.append(row)
         if trainer.is_global_zero:
             self.write_csv()
@@ -57,6 +58,9 @@ class RunRecorder(pl.Callback):
             trainer.save_checkpoint(tmp)
             if trainer.is_global_zero:
                 os.replace(tmp, self.ckpt_path)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = None
 
     # ---- files and state -----------------------------------------------------------------------------------
     def write_csv(self) -> None:
@@ -91,3 +95,16 @@ class RunRecorder(pl.Callback):
             best = max(with_val, key=lambda r: r["val/acc"])  # first epoch wins a tie
             out.update(val_acc_best=best["val/acc"], best_epoch=best["epoch"], test_acc_at_best_val=best.get("test/acc"))
         return out
+
+
+def _epoch_metrics(trainer: pl.Trainer) -> dict[str, Any]:
+    """Validation/test metrics of this epoch plus the training metrics reduced over it.
+
+    At `on_train_epoch_end` Lightning has marked the epoch's end but not yet copied the reduced training metrics
+    into `callback_metrics`; its logger connector computes them on request.
+    """
+    metrics = dict(trainer.callback_metrics)
+    connector = getattr(trainer, "_logger_connector", None)
+    if connector is not None:
+        metrics.update(connector.metrics.get("callback", {}))
+    return metrics
