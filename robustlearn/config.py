@@ -26,6 +26,28 @@ from robustlearn.schema import BOOKKEEPING
 from robustlearn.validate import validate
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loader that also reads `1e-3` and `1e30` as floats (as YAML 1.2 and OmegaConf do)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _resolve_path(name: str, base: Path, key: str) -> Path:
     path = (base / name).expanduser()
     for candidate in (path, path.with_name(path.name + ".yaml")):
@@ -40,7 +62,7 @@ def _read_yaml(path: Path, key: str) -> dict:
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read config file '{path}': {exc.strerror}.", key) from exc
     try:
-        data = yaml.safe_load(text)
+        data = _yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -90,7 +112,7 @@ def _apply_override(data: dict, item: str) -> None:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{item}': '{key}' is not a dotted key.", key)
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = _yaml(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{item}': the value is not valid YAML.", key) from exc
     node: Any = data
