@@ -24,6 +24,8 @@ class RobustClassifier(pl.LightningModule):
         self.num_classes = num_classes
         model_params = {k: v for k, v in cfg.model.items() if k != "name"}
         self.net = build_model(cfg.model.name, model_params, tuple(input_shape), num_classes)
+        if len(input_shape) == 3:  # images arrive channels_last (batch contract); convolutions run best so
+            self.net = self.net.to(memory_format=torch.channels_last)
         if cfg.trainer.compile:
             self.net = torch.compile(self.net)
         acc = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")
