@@ -44,7 +44,8 @@ def build_strategies(cfg: DictConfig) -> list[Strategy]:
 def _precision(cfg: DictConfig) -> str:
     if cfg.trainer.precision != "auto":
         return cfg.trainer.precision
-    gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
+    acc = cfg.trainer.accelerator
+    gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
     return "bf16-mixed" if gpu else "32-true"
 
 

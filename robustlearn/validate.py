@@ -96,7 +96,7 @@ def _check_bounds(value: Any, meta: Any, key: str) -> None:
     if value is None:
         return
     values = value if isinstance(value, list) else [value]
-    for name, (ok, sign) in _BOUNDS.items():
+    for name, (ok, _sign) in _BOUNDS.items():
         if name in meta and not all(ok(v, meta[name]) for v in values):
             limits = " and ".join(f"{_BOUNDS[n][1]} {meta[n]}" for n in _BOUNDS if n in meta)
             raise ConfigError(f"{key}: {value!r} is out of range; it must be {limits}.", key)

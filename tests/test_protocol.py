@@ -91,7 +91,7 @@ def test_hook_order_and_loss_formula(tmp_path):
         "probe_loss.on_train_batch_end", "probe_weight.on_train_batch_end",
     ]
     n_steps = INSTANCES[0].steps
-    assert n_steps > 1 and CALLS == step * n_steps
+    assert n_steps > 1 and step * n_steps == CALLS
     # loss = sum(w * l) / B + penalties, with w = 0.5 * 3.0 and l = 2 * CE, checked on every step
     for loss, logits, per_sample, batch in INSTANCES[0].check:
         expected_l = 2.0 * F.cross_entropy(logits, batch["y"], reduction="none")

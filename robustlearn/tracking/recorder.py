@@ -93,7 +93,8 @@ class RunRecorder(Checkpoint):
         with_val = [r for r in self.rows if r.get("val/acc") is not None]
         if with_val:
             best = max(with_val, key=lambda r: r["val/acc"])  # first epoch wins a tie
-            out.update(val_acc_best=best["val/acc"], best_epoch=best["epoch"], test_acc_at_best_val=best.get("test/acc"))
+            out.update(val_acc_best=best["val/acc"], best_epoch=best["epoch"],
+                       test_acc_at_best_val=best.get("test/acc"))
         return out
 
 
