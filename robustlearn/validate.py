@@ -147,7 +147,9 @@ def _build_params(entry: Any, values: dict, base: type, prefix: str) -> None:
                {g.name for g in dataclasses.fields(base)}}
         try:
             params(**own)
-        except ConfigError:
+        except ConfigError as exc:
+            if exc.key and not exc.key.startswith(prefix):  # an entry that names its key without the section
+                raise ConfigError(f"{prefix}.{exc.key}: {exc}", f"{prefix}.{exc.key}") from exc
             raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{prefix}: {exc}", prefix) from exc
