@@ -34,7 +34,8 @@ class SCE(Strategy):
 
         def __post_init__(self):
             if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
-                raise ConfigError(f"sce: alpha = {self.alpha!r}, beta = {self.beta!r}; both must be >= 0, not both 0.", "alpha")
+                msg = f"sce: alpha = {self.alpha!r}, beta = {self.beta!r}; both must be >= 0, not both 0."
+                raise ConfigError(msg, "alpha")
             if self.log_zero >= 0:
                 raise ConfigError(f"sce: log_zero = {self.log_zero!r} must be < 0.", "log_zero")
 
