@@ -41,12 +41,19 @@ def build_strategies(cfg: DictConfig) -> list[Strategy]:
     return out
 
 
+def _on_gpu(cfg: DictConfig) -> bool:
+    acc = cfg.trainer.accelerator
+    return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+
+
 def _precision(cfg: DictConfig) -> str:
     if cfg.trainer.precision != "auto":
         return cfg.trainer.precision
-    acc = cfg.trainer.accelerator
-    gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if gpu else "32-true"
+    return "bf16-mixed" if _on_gpu(cfg) else "32-true"
+
+
+def _deterministic(cfg: DictConfig) -> bool:
+    return (not _on_gpu(cfg)) if cfg.trainer.deterministic is None else cfg.trainer.deterministic
 
 
 def _quiet_lightning() -> None:
@@ -95,7 +102,8 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         devices=t.devices,
         strategy=t.strategy,
         precision=_precision(cfg),
-        deterministic=t.deterministic,
+        deterministic=_deterministic(cfg),
+        benchmark=not _deterministic(cfg) and _on_gpu(cfg),
         gradient_clip_val=t.grad_clip,
         log_every_n_steps=t.log_every_n_steps,
         callbacks=[*strategies, recorder, *extra, *callbacks],

@@ -70,7 +70,7 @@ class TrainerCfg:
     strategy: str = "auto"  # Lightning strategy: auto, ddp, ...
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"  # auto: bf16-mixed on GPU, else 32
     compile: bool = False  # torch.compile the network
-    deterministic: bool = True  # deterministic algorithms (CPU runs reproduce exactly)
+    deterministic: bool | None = None  # null: true on CPU (runs reproduce exactly), false on GPU (speed)
     grad_clip: float | None = rng(None, gt=0.0)  # clip the gradient norm
     log_every_n_steps: int = rng(50, ge=1)
     check_finite: bool = True  # stop with status=failed on a NaN/inf loss
