@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--format", choices=["md", "html", "csv"], default="md")
     lb.add_argument("--out", default=None)
     lb.add_argument("--plots", default=None, help="folder for PNG plots")
-    lb.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE")
+    lb.add_argument("--where", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="filter on a results column, e.g. --where dataset=fashion_mnist noise_rate=0.4")
     lb.set_defaults(func=cmd_leaderboard)
     return p
 
