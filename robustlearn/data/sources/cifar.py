@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from robustlearn.data.base import ArraySet, Source
+from robustlearn.data.base import ArraySet
 from robustlearn.data.download import download as fetch
 from robustlearn.data.download import extract_tar
-from robustlearn.data.sources.locate import cache_dir, channel_stats, describe_place, mirror_url, search_dirs
+from robustlearn.data.sources.files import FileSource
+from robustlearn.data.sources.locate import channel_stats, mirror_url
 from robustlearn.errors import DataError
 from robustlearn.registry import DATASETS
 
@@ -53,11 +54,9 @@ def read_batch(path: Path) -> dict[str, Any]:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
-class CifarSource(Source):
+class CifarSource(FileSource):
     """A CIFAR dataset: subclasses give the folder, files, label key and download URL/MD5."""
 
-    title: ClassVar[str] = ""
-    aliases: ClassVar[tuple[str, ...]] = ()
     folder: ClassVar[str] = ""
     train_files: ClassVar[tuple[str, ...]] = ()
     test_files: ClassVar[tuple[str, ...]] = ()
@@ -91,31 +90,10 @@ class CifarSource(Source):
         finally:
             archive.unlink(missing_ok=True)
 
-    def load(self, root: str | None, download: bool) -> ArraySet:
-        dirs = search_dirs(self.registry_name, self.aliases, root)
-        for directory in dirs:
-            folder = self.find(directory)
-            if folder:
-                return self.read(folder)
-        failure = ""
-        if download:
-            target = cache_dir(self.registry_name, root)
-            try:
-                self.fetch_all(target)
-            except DataError as e:
-                failure = f" Downloading into {target} failed: {e}"
-            else:
-                folder = self.find(target)
-                if folder:
-                    return self.read(folder)
-                failure = f" The archive from {self.url} did not contain {', '.join(self.missing(target))}."
-        places = "; ".join(describe_place(d, self.missing(d)) for d in dirs)
+    def fix(self, download: bool) -> str:
         how = "" if download else " or set data.download=true to fetch it,"
-        raise DataError(
-            f"{self.title} not found. Looked in: {places}.{failure} Fix: extract {self.url} into a directory "
-            f"(giving {self.folder}/) and point data.root or $ROBUSTLEARN_DATA at it,{how} then run again.",
-            key="data.root",
-        )
+        return (f"extract {self.url} into a directory (giving {self.folder}/) and point data.root or "
+                f"$ROBUSTLEARN_DATA at it,{how} then run again.")
 
     def _split(self, folder: Path, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []

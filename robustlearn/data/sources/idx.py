@@ -15,9 +15,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from robustlearn.data.base import ArraySet, Source
+from robustlearn.data.base import ArraySet
 from robustlearn.data.download import download as fetch
-from robustlearn.data.sources.locate import cache_dir, channel_stats, describe_place, mirror_url, search_dirs
+from robustlearn.data.sources.files import FileSource
+from robustlearn.data.sources.locate import channel_stats, mirror_url
 from robustlearn.errors import DataError
 from robustlearn.registry import DATASETS
 
@@ -69,12 +70,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-class IdxSource(Source):
+class IdxSource(FileSource):
     """A 10-class 28×28 grayscale dataset stored as four IDX files; subclasses give names, URLs and MD5s."""
 
-    title: ClassVar[str] = ""
-    aliases: ClassVar[tuple[str, ...]] = ()
-    system_dirs: ClassVar[tuple[str, ...]] = ()
     base_url: ClassVar[str] = ""
     files: ClassVar[dict[str, tuple[str, str]]] = {}  # role -> (file name without .gz, MD5 of the .gz)
     class_names: ClassVar[list[str]] = []
@@ -103,31 +101,10 @@ class IdxSource(Source):
             if not ((directory / name).is_file() or (directory / f"{name}.gz").is_file()):
                 fetch(base + f"{name}.gz", directory / f"{name}.gz", md5)
 
-    def load(self, root: str | None, download: bool) -> ArraySet:
-        dirs = search_dirs(self.registry_name, self.aliases, root, self.system_dirs)
-        for directory in dirs:
-            paths = self.find(directory)
-            if paths:
-                return self.read(paths)
-        failure = ""
-        if download:
-            target = cache_dir(self.registry_name, root)
-            try:
-                self.fetch_all(target)
-            except DataError as e:
-                failure = f" Downloading into {target} failed: {e}"
-            else:
-                paths = self.find(target)
-                assert paths is not None
-                return self.read(paths)
-        places = "; ".join(describe_place(d, self.missing(d)) for d in dirs)
+    def fix(self, download: bool) -> str:
         how = "" if download else " or set data.download=true to fetch them,"
-        raise DataError(
-            f"{self.title} not found. Looked in: {places}.{failure} Fix: {self.install_hint}put the four "
-            f"IDX files ({', '.join(n for n, _ in self.files.values())}, gzipped or not) in a directory "
-            f"and point data.root or $ROBUSTLEARN_DATA at it,{how} then run again.",
-            key="data.root",
-        )
+        return (f"{self.install_hint}put the four IDX files ({', '.join(n for n, _ in self.files.values())}, "
+                f"gzipped or not) in a directory and point data.root or $ROBUSTLEARN_DATA at it,{how} then run again.")
 
     def read(self, paths: dict[str, Path]) -> ArraySet:
         arrays = {role: read_idx(p) for role, p in paths.items()}
