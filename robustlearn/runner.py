@@ -82,10 +82,13 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
     dm = RobustDataModule(cfg).load()
     module = RobustClassifier(cfg, dm.num_classes, dm.input_shape)
 
-    if run_dir.exists() and not cfg.resume:
+    # Under DDP, Lightning starts ranks > 0 by running the same command again: only the first prepares files.
+    first = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if first and run_dir.exists() and not cfg.resume:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if first:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     store = ResultsStore(root / "results.sqlite")
 
     recorder = RunRecorder(run_dir, save_checkpoint=cfg.output.save_checkpoint)
