@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -49,6 +50,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0 if status == "completed" else 1
 
 
+def _summary(doc: str | None, width: int = 96) -> str:
+    """A docstring's first paragraph on one line, cut to `width`."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from robustlearn import registry
 
@@ -57,8 +64,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for name in reg.names():
             entry = reg.get(name)
-            doc = (entry.__doc__ or "").strip().splitlines()
-            print(f"  {name:<18} {doc[0] if doc else ''}")
+            print(f"  {name:<18} {_summary(entry.__doc__)}")
             params = getattr(entry, "Params", None)
             if params is not None and dataclasses.is_dataclass(params):
                 for f in dataclasses.fields(params):
@@ -121,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
+    if hasattr(signal, "SIGPIPE"):  # `robustlearn methods | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # Overrides may also come after options (`fit x.yaml --quiet a=1`).
