@@ -22,3 +22,15 @@ def smoke_config() -> Path:
 needs_fmnist = pytest.mark.skipif(
     not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(), reason="Fashion-MNIST files not installed"
 )
+
+
+@pytest.fixture
+def isolated_data(monkeypatch, tmp_path):
+    """No $ROBUSTLEARN_DATA, no mirror, the cache under tmp_path, and no system directory."""
+    monkeypatch.delenv("ROBUSTLEARN_DATA", raising=False)
+    monkeypatch.delenv("ROBUSTLEARN_MIRROR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    from robustlearn.data.sources.idx import FashionMNIST
+
+    monkeypatch.setattr(FashionMNIST, "system_dirs", ())
+    return monkeypatch

@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import io
 import pickle
-import struct
 import tarfile
 import threading
 from pathlib import Path
@@ -20,13 +19,8 @@ from robustlearn.data.download import download, extract_tar, md5sum
 from robustlearn.data.sources.cifar import CIFAR10
 from robustlearn.data.sources.idx import MNIST, FashionMNIST
 from robustlearn.errors import DataError
+from tests.data_fakes import IDX_NAMES, idx_bytes
 
-IDX_NAMES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -51,17 +45,8 @@ def server(tmp_path):
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    monkeypatch.delenv("ROBUSTLEARN_DATA", raising=False)
-    monkeypatch.delenv("ROBUSTLEARN_MIRROR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(FashionMNIST, "system_dirs", ())
-    return monkeypatch
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
+def env(isolated_data):
+    return isolated_data
 
 
 def serve_idx(folder: Path, n_train: int = 12, n_test: int = 5) -> dict[str, tuple[str, str]]:

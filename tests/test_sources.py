@@ -16,14 +16,9 @@ from robustlearn.data.sources.idx import MNIST, FashionMNIST, read_idx
 from robustlearn.data.sources.synthetic import Synthetic
 from robustlearn.errors import ConfigError, DataError
 from robustlearn.registry import DATASETS
+from tests.data_fakes import IDX_NAMES, idx_bytes
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-IDX_NAMES = [f"{s}-{k}-idx{d}-ubyte" for s in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))]
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 def write_idx_set(directory: Path, n_train: int, n_test: int, gz: bool = True, fill: int = 0) -> None:
@@ -41,12 +36,7 @@ def write_idx_set(directory: Path, n_train: int, n_test: int, gz: bool = True, f
 
 
 @pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    """No $ROBUSTLEARN_DATA, no mirror, the cache in tmp, and no system directory."""
-    monkeypatch.delenv("ROBUSTLEARN_DATA", raising=False)
-    monkeypatch.delenv("ROBUSTLEARN_MIRROR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(FashionMNIST, "system_dirs", ())
+def clean_env(isolated_data, tmp_path):
     return tmp_path
 
 
