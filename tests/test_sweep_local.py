@@ -90,12 +90,14 @@ def max_overlap(tmp_path: Path) -> int:
 
 
 def test_runs_everything_then_skips_it(tmp_path, stub, monkeypatch):
-    monkeypatch.setenv("STUB_SLEEP", "0.6")
+    # Runs long enough that two started together overlap even on a loaded machine.
+    monkeypatch.setenv("STUB_SLEEP", "1.5")
     path = sweep_file(tmp_path)
     summary = run_sweep(path, workers=2, quiet=True, command=stub)
-    assert summary.exit_code == 0
+    assert summary.exit_code == 0, summary.failed
     assert sorted(summary.completed) == sorted(r.run_id for r in expand(path))
-    assert 1 < max_overlap(tmp_path) <= 2
+    timeline = (tmp_path / "runs" / "timeline.txt").read_text()
+    assert 1 < max_overlap(tmp_path) <= 2, timeline
     for run in summary.runs:  # the resolved config went to `fit` from <root>/.sweep/<name>/
         written = tmp_path / "runs" / ".sweep" / "stubbed" / f"{run.run_id}.yaml"
         assert written.read_text() == run.config_yaml
