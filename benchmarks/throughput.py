@@ -33,6 +33,7 @@ from robustlearn.config import load_config  # noqa: E402
 from robustlearn.data.datamodule import RobustDataModule  # noqa: E402
 from robustlearn.models import build_model  # noqa: E402
 from robustlearn.runner import fit  # noqa: E402
+from robustlearn.schema import ModelCfg, entry_params  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -62,7 +63,7 @@ class EpochTimer(pl.Callback):
 def raw_loop(cfg, dm: RobustDataModule, device: torch.device, epochs: int) -> list[float]:
     torch.manual_seed(cfg.seed)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as Lightning's benchmark=True on GPU
-    params = {k: v for k, v in cfg.model.items() if k != "name"}
+    params = entry_params(cfg.model, ModelCfg)
     net = build_model(cfg.model.name, params, dm.input_shape, dm.num_classes).to(device)
     if dm.splits["train"]["x"].ndim == 4:
         net = net.to(memory_format=torch.channels_last)

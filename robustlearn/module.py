@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from robustlearn.errors import ConfigError, RunFailed
 from robustlearn.models import build_model
 from robustlearn.optim import build_optimizer, build_scheduler
+from robustlearn.schema import ModelCfg, entry_params
 from robustlearn.strategies.base import Strategy
 
 
@@ -22,7 +23,7 @@ class RobustClassifier(pl.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes
-        model_params = {k: v for k, v in cfg.model.items() if k != "name"}
+        model_params = entry_params(cfg.model, ModelCfg)
         self.net = build_model(cfg.model.name, model_params, tuple(input_shape), num_classes)
         if len(input_shape) == 3:  # images arrive channels_last (batch contract); convolutions run best so
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -33,21 +34,29 @@ class RobustClassifier(pl.LightningModule):
         self.val_acc, self.test_acc = acc(), acc()
         self.train_memorized = MeanMetric()
         self._strategies: list[Strategy] | None = None
+        self._provider: Strategy | None = None
 
     # ---- strategies ------------------------------------------------------------------------------------
-    @property
-    def strategies(self) -> list[Strategy]:
-        if self._strategies is None:
-            found = [cb for cb in self.trainer.callbacks if isinstance(cb, Strategy)] if self._trainer else []
-            self._strategies = sorted(found, key=lambda s: s.position)
-        return self._strategies
-
-    def loss_provider(self) -> Strategy | None:
-        providers = [s for s in self.strategies if s.provides_loss]
+    def _find_strategies(self) -> None:
+        """The trainer's strategies in config order and the one loss provider, found once."""
+        found = [cb for cb in self.trainer.callbacks if isinstance(cb, Strategy)] if self._trainer else []
+        providers = [s for s in found if s.provides_loss]
         if len(providers) > 1:
             names = " and ".join(s.name for s in providers)
             raise ConfigError(f"strategies: {names} both provide the training loss; keep one of them.", "strategies")
-        return providers[0] if providers else None
+        self._provider = providers[0] if providers else None
+        self._strategies = sorted(found, key=lambda s: s.position)
+
+    @property
+    def strategies(self) -> list[Strategy]:
+        if self._strategies is None:
+            self._find_strategies()
+        return self._strategies
+
+    def loss_provider(self) -> Strategy | None:
+        if self._strategies is None:
+            self._find_strategies()
+        return self._provider
 
     def criterion(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """Per-sample training loss: the providing strategy's, else cross-entropy against the observed label."""

@@ -99,14 +99,15 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         extra.append(RichProgressBar(leave=True))
     loggers = make_loggers(cfg, run_dir, rid)
     t = cfg.trainer
+    deterministic = _deterministic(cfg)
     trainer = pl.Trainer(
         max_epochs=t.epochs,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
         precision=_precision(cfg),
-        deterministic=_deterministic(cfg),
-        benchmark=not _deterministic(cfg) and _on_gpu(cfg),
+        deterministic=deterministic,
+        benchmark=not deterministic and _on_gpu(cfg),
         gradient_clip_val=t.grad_clip,
         log_every_n_steps=t.log_every_n_steps,
         callbacks=[*strategies, recorder, *extra, *callbacks],

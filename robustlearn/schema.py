@@ -7,7 +7,7 @@ below plus the keys of that entry's `Params` dataclass. Ranges are written as fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 
@@ -117,6 +117,12 @@ class Config:
     strategies: list[dict] = field(default_factory=list)
     logger: LoggerCfg = field(default_factory=LoggerCfg)
     output: OutputCfg = field(default_factory=OutputCfg)
+
+
+def entry_params(values: Any, base: type) -> dict:
+    """The keys of a section that belong to its registered entry: every key that is not a field of `base`."""
+    common = {f.name for f in fields(base)}
+    return {k: v for k, v in dict(values).items() if k not in common}
 
 
 # Sections extended by the Params of the registered entry they name: section -> (registry attr, name key).

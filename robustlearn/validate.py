@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 
 from robustlearn import registry
 from robustlearn.errors import ConfigError, did_you_mean
-from robustlearn.schema import EXTENDED, Config, StrategyCfg
+from robustlearn.schema import EXTENDED, Config, StrategyCfg, entry_params
 
 _BOUNDS = {"gt": (lambda v, b: v > b, ">"), "ge": (lambda v, b: v >= b, ">="),
            "lt": (lambda v, b: v < b, "<"), "le": (lambda v, b: v <= b, "<=")}
@@ -143,10 +143,8 @@ def _params_of(entry: Any) -> tuple[type, ...]:
 def _build_params(entry: Any, values: dict, base: type, prefix: str) -> None:
     """Construct the entry's Params with its own keys so that its own checks (__post_init__) run."""
     for params in _params_of(entry):
-        own = {f.name: values[f.name] for f in dataclasses.fields(params) if f.name not in
-               {g.name for g in dataclasses.fields(base)}}
         try:
-            params(**own)
+            params(**entry_params(values, base))
         except ConfigError as exc:
             if exc.key and not exc.key.startswith(prefix):  # an entry that names its key without the section
                 raise ConfigError(f"{prefix}.{exc.key}: {exc}", f"{prefix}.{exc.key}") from exc

@@ -9,7 +9,6 @@ training split). With `data.loader=device` (default) each split is one tensor on
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -24,12 +23,7 @@ from robustlearn.data.gpu_loader import DeviceLoader, epoch_seed
 from robustlearn.data.noise import apply_noise
 from robustlearn.errors import ConfigError
 from robustlearn.registry import DATASETS
-from robustlearn.schema import DataCfg, NoiseCfg
-
-
-def _own_params(values: dict, base: type) -> dict:
-    common = {f.name for f in dataclasses.fields(base)}
-    return {k: v for k, v in values.items() if k not in common}
+from robustlearn.schema import DataCfg, NoiseCfg, entry_params
 
 
 class _DictDataset(Dataset):
@@ -59,7 +53,7 @@ class RobustDataModule(pl.LightningDataModule):
             return self
         d = self.data_cfg
         source_cls = DATASETS.get(d.name, key="data.name")
-        source = source_cls(source_cls.Params(**_own_params(dict(d), DataCfg)))
+        source = source_cls(source_cls.Params(**entry_params(d, DataCfg)))
         arrays: ArraySet = source.load(d.root, d.download)
         x, y = arrays.x_train, arrays.y_train.astype(np.int64)
         if d.subset is not None:
@@ -77,7 +71,7 @@ class RobustDataModule(pl.LightningDataModule):
         n = self.cfg.noise
         features = (x.reshape(len(x), -1).astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
         noisy, self.noise_info = apply_noise(
-            n.kind, _own_params(dict(n), NoiseCfg), y, self.num_classes, n.rate, n.seed, features, d.name
+            n.kind, entry_params(n, NoiseCfg), y, self.num_classes, n.rate, n.seed, features, d.name
         )
 
         perm = np.random.default_rng(d.split_seed).permutation(len(y))

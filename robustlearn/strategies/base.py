@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
+from robustlearn.schema import StrategyCfg, entry_params
+
 
 class Strategy(pl.Callback):
     """Base class of every method. Subclasses register with `@STRATEGIES.register("name")`."""
@@ -38,8 +40,7 @@ class Strategy(pl.Callback):
 
     @classmethod
     def from_config(cls, values: dict, position: int = 0) -> Strategy:
-        values = {k: v for k, v in values.items() if k != "name"}
-        return cls(cls.Params(**values), position)
+        return cls(cls.Params(**entry_params(values, StrategyCfg)), position)
 
     @property
     def name(self) -> str:
