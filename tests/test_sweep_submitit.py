@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from robustlearn.errors import ConfigError
 from robustlearn.sweep import expand, run_sweep
-from robustlearn.tracking.store import ResultsStore
+from tests.sweep_stub import rows, write_stub
+from tests.sweep_stub import sweep_file as stub_sweep
 
 pytest.importorskip("submitit", reason="submitit is not installed (pip install submitit)")
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# Stand-in for `python -m robustlearn fit CONFIG --quiet`: records a completed row and exits 0.
-STUB = """
-import sys
-from pathlib import Path
-import yaml
-from robustlearn.config import config_hash
-from robustlearn.tracking.store import ResultsStore
-path = Path(sys.argv[1])
-cfg = yaml.safe_load(path.read_text())
-ResultsStore(Path(cfg["output"]["root"]) / "results.sqlite").record(
-    {"run_id": path.stem, "config_hash": config_hash(cfg), "method": cfg["method"], "status": "completed"})
-"""
-
 
 def sweep_file(tmp_path: Path, cluster: dict, extra=()) -> Path:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "cluster", "base": str(CONFIGS / "experiments" / "synthetic_smoke.yaml"), "methods": ["ce"],
-        "grid": {"noise.rate": [0.2, 0.4]}, "seeds": [0, 1], "cluster": cluster,
-        "overrides": ["trainer.accelerator=cpu", f"output.root={tmp_path / 'runs'}", *extra],
-    }))  # fmt: skip
-    return path
-
-
-def rows(tmp_path: Path) -> list[dict]:
-    return ResultsStore(tmp_path / "runs" / "results.sqlite").rows()
+    return stub_sweep(tmp_path, seeds=(0, 1), rates=(0.2, 0.4), extra=extra, name="cluster", cluster=cluster)
 
 
 def test_four_runs_through_the_local_executor(tmp_path):
-    (tmp_path / "stub.py").write_text(STUB)
-    stub = [sys.executable, str(tmp_path / "stub.py")]
+    stub = write_stub(tmp_path)
     path = sweep_file(tmp_path, {"executor": "local", "timeout_min": 5})
     summary = run_sweep(path, workers=2, backend="submitit", quiet=True, command=stub)
     assert summary.exit_code == 0, summary.failed
