@@ -1,21 +1,25 @@
-"""RobustClassifier: the one LightningModule. It runs the strategy protocol and logs; it knows no method by name."""
+"""RobustClassifier: the one LightningModule. It runs the strategy protocol (`strategy_step`) and logs; it knows no
+method by name. Strategies build peers with `build_network()` / `build_optimizer()` and score with `scoring()`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from robustlearn.errors import ConfigError, RunFailed
+from robustlearn.errors import RunFailed
 from robustlearn.models import build_model
 from robustlearn.optim import build_optimizer, build_scheduler
 from robustlearn.schema import ModelCfg, entry_params
-from robustlearn.strategies.base import Strategy
+from robustlearn.strategies.scoring import scoring
+from robustlearn.strategies.step import strategy_step
 
 
 class RobustClassifier(pl.LightningModule):
@@ -23,76 +27,49 @@ class RobustClassifier(pl.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.num_classes = num_classes
-        model_params = entry_params(cfg.model, ModelCfg)
-        self.net = build_model(cfg.model.name, model_params, tuple(input_shape), num_classes)
-        if len(input_shape) == 3:  # images arrive channels_last (batch contract); convolutions run best so
-            self.net = self.net.to(memory_format=torch.channels_last)
-        if cfg.trainer.compile:
-            self.net = torch.compile(self.net)
+        self.input_shape = tuple(input_shape)
+        self.net = self.build_network()
         acc = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.train_acc, self.train_acc_clean = acc(), acc()
         self.val_acc, self.test_acc = acc(), acc()
         self.train_memorized = MeanMetric()
-        self._strategies: list[Strategy] | None = None
-        self._provider: Strategy | None = None
 
-    # ---- strategies ------------------------------------------------------------------------------------
-    def _find_strategies(self) -> None:
-        """The trainer's strategies in config order and the one loss provider, found once."""
-        found = [cb for cb in self.trainer.callbacks if isinstance(cb, Strategy)] if self._trainer else []
-        providers = [s for s in found if s.provides_loss]
-        if len(providers) > 1:
-            names = " and ".join(s.name for s in providers)
-            raise ConfigError(f"strategies: {names} both provide the training loss; keep one of them.", "strategies")
-        self._provider = providers[0] if providers else None
-        self._strategies = sorted(found, key=lambda s: s.position)
+    # ---- what strategies build and use -------------------------------------------------------------------
+    def build_network(self) -> nn.Module:
+        """A fresh network like the module's: the same model config, layout and compilation (not its weights).
+        The module builds its own with it; an `OwnedNetwork` builds a peer with it."""
+        net = build_model(self.cfg.model.name, entry_params(self.cfg.model, ModelCfg), self.input_shape,
+                          self.num_classes)
+        if len(self.input_shape) == 3:  # images arrive channels_last (batch contract); convolutions run best so
+            net = net.to(memory_format=torch.channels_last)
+        if self.cfg.trainer.compile:
+            net = torch.compile(net)
+        return net
 
-    @property
-    def strategies(self) -> list[Strategy]:
-        if self._strategies is None:
-            self._find_strategies()
-        return self._strategies
+    def build_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """An optimiser over `params` from the run's `optim.*` keys."""
+        return build_optimizer(self.cfg.optim, params)
 
-    def loss_provider(self) -> Strategy | None:
-        if self._strategies is None:
-            self._find_strategies()
-        return self._provider
-
-    def criterion(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Per-sample training loss: the providing strategy's, else cross-entropy against the observed label."""
-        provider = self.loss_provider()
-        if provider is not None:
-            return provider.loss(logits, batch)
-        return F.cross_entropy(logits.float(), batch["y"], reduction="none")
+    def scoring(self, *nets: nn.Module):
+        """Context: no gradient, the module's network (and `nets`) in eval mode, every mode restored after."""
+        return scoring(self.net, *nets)
 
     # ---- steps -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        for s in self.strategies:
-            batch = s.on_batch(batch, self)
-        logits = self(batch["x"])
-        per_sample = self.criterion(logits, batch)
-        weights = batch.get("weight")
-        weights = torch.ones_like(per_sample) if weights is None else weights.to(per_sample.dtype)
-        for s in self.strategies:
-            weights = s.weights(per_sample, logits, batch, weights)
-        loss = (weights * per_sample).sum() / per_sample.numel()
-        for s in self.strategies:
-            extra = s.penalty(logits, batch)
-            if extra is not None:
-                loss = loss + extra
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        out = strategy_step(self, batch)
+        loss, batch = out["loss"], out["batch"]
         if self.cfg.trainer.check_finite and not torch.isfinite(loss):
             raise RunFailed(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}; "
                 "lower optim.lr, set trainer.grad_clip, or check the strategy's parameters."
             )
-        self._log_train(logits.detach(), per_sample.detach(), loss.detach(), batch)
-        # Handed to on_train_batch_end hooks through `outputs`.
-        return {"loss": loss, "per_sample": per_sample.detach(), "logits": logits.detach(), "batch": batch}
+        self._log_train(out["logits"], loss.detach(), batch)
+        return out  # handed to on_train_batch_end hooks as `outputs`
 
-    def _log_train(self, logits: torch.Tensor, per_sample: torch.Tensor, loss: torch.Tensor, batch: dict) -> None:
+    def _log_train(self, logits: torch.Tensor, loss: torch.Tensor, batch: dict) -> None:
         pred = logits.argmax(1)
         n = len(pred)
         self.train_acc(pred, batch["y"])
@@ -125,7 +102,7 @@ class RobustClassifier(pl.LightningModule):
         self.log("test/acc", self.test_acc, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
-        opt = build_optimizer(self.cfg.optim, self.net.parameters())
+        opt = self.build_optimizer(self.net.parameters())
         sched = build_scheduler(self.cfg.scheduler, opt, self.cfg.trainer.epochs, self.trainer)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 

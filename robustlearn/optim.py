@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from robustlearn.schedules import OneCycleOnProgress, training_progress
+
 
 def build_optimizer(cfg: DictConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
@@ -19,7 +21,7 @@ def build_optimizer(cfg: DictConfig, params: Iterable[torch.nn.Parameter]) -> to
 
 
 def build_scheduler(cfg: DictConfig, opt: torch.optim.Optimizer, epochs: int, trainer: Any) -> dict | None:
-    """A Lightning lr_scheduler dict; cosine and multistep step per epoch, onecycle per batch."""
+    """A Lightning lr_scheduler dict; cosine and multistep step per epoch, onecycle per batch on progress."""
     if cfg.name == "none":
         return None
     if cfg.name == "cosine":
@@ -28,7 +30,6 @@ def build_scheduler(cfg: DictConfig, opt: torch.optim.Optimizer, epochs: int, tr
     if cfg.name == "multistep":
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
         return {"scheduler": sched, "interval": "epoch"}
-    total = int(trainer.estimated_stepping_batches)
-    max_lr = [g["lr"] for g in opt.param_groups]
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start)
+    # On training progress, not on a step count fixed at the start: epochs may change length (training subsets).
+    sched = OneCycleOnProgress(opt, cfg.pct_start, progress=lambda: training_progress(trainer))
     return {"scheduler": sched, "interval": "step"}

@@ -116,6 +116,10 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         enable_progress_bar=not quiet,
         enable_model_summary=not quiet,
         num_sanity_val_steps=0,
+        # Strategies may change the next epoch's subset or batch size: the training loader is asked again every
+        # epoch, so the epoch's length and its validation point follow (docs/design.md, "Epoch subsets").
+        reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False,  # both loader paths shard by rank themselves
         default_root_dir=str(run_dir),
     )
 

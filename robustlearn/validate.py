@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 from robustlearn import registry
 from robustlearn.errors import ConfigError, did_you_mean
 from robustlearn.schema import EXTENDED, Config, StrategyCfg, entry_params
+from robustlearn.strategies.base import check_composition
 
 _BOUNDS = {"gt": (lambda v, b: v > b, ">"), "ge": (lambda v, b: v >= b, ">="),
            "lt": (lambda v, b: v < b, "<"), "le": (lambda v, b: v <= b, "<=")}
@@ -177,7 +178,7 @@ def validate(data: dict) -> dict:
 def validate_strategies(raw: Any) -> list[dict]:
     if not isinstance(raw, list):
         raise ConfigError(f"strategies: expected a list of {{name: ..., ...}} mappings, got {raw!r}.", "strategies")
-    out, providers = [], []
+    out, entries = [], []
     for i, item in enumerate(raw):
         key = f"strategies[{i}]"
         if isinstance(item, str):
@@ -188,11 +189,7 @@ def validate_strategies(raw: Any) -> list[dict]:
         entry = registry.STRATEGIES.get(name, key=f"{key}.name")
         values = fill_dataclass(StrategyCfg, item, key, _params_of(entry))
         _build_params(entry, values, StrategyCfg, key)
-        if getattr(entry, "provides_loss", False):
-            providers.append(name)
+        entries.append((name, entry))
         out.append(values)
-    if len(providers) > 1:
-        raise ConfigError(
-            f"strategies: {' and '.join(providers)} both provide the training loss; keep one of them.", "strategies"
-        )
+    check_composition(entries)
     return out

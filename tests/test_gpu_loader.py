@@ -55,10 +55,16 @@ def test_set_indices_restricts_the_next_epochs():
     assert len(_order(loader)) == 103
 
 
-def test_ddp_shards_partition_the_epoch():
-    shards = [_order(_loader(rank=r, world_size=3)[0]) for r in range(3)]
+def test_ddp_shards_cover_the_epoch_in_equal_steps():
+    # 103 positions over 3 ranks: padded to 105 by wrapping around, so every rank takes 35 positions (4 steps of 10);
+    # unequal step counts would hang DDP. The two repeated positions are the first two of the permutation.
+    loaders = [_loader(rank=r, world_size=3)[0] for r in range(3)]
+    shards = [_order(loader) for loader in loaders]
+    assert [len(s) for s in shards] == [35, 35, 35] and {len(loader) for loader in loaders} == {4}
     joined = torch.cat(shards).tolist()
-    assert sorted(joined) == list(range(103)) and len(joined) == 103
+    assert sorted(set(joined)) == list(range(103)) and len(joined) == 105
+    first_two = loaders[0]._order(0)[:1].tolist() + loaders[1]._order(0)[:1].tolist()
+    assert sorted(x for x in set(joined) if joined.count(x) == 2) == sorted(first_two)
 
 
 def test_one_run_over_two_cpu_processes_with_ddp(tmp_path):

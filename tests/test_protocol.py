@@ -36,11 +36,11 @@ class _Probe(Strategy):
         CALLS.append(f"{self.name}.on_batch")
         return batch
 
-    def weights(self, per_sample, logits, batch, weights):
+    def weights(self, per_sample, logits, batch, weights, module):
         CALLS.append(f"{self.name}.weights")
         return weights * self.params.scale
 
-    def penalty(self, logits, batch):
+    def penalty(self, logits, batch, module):
         CALLS.append(f"{self.name}.penalty")
         return 0.01 * logits.pow(2).mean()
 
@@ -63,7 +63,7 @@ class ProbeLoss(_Probe):
 
     provides_loss = True
 
-    def loss(self, logits, batch):
+    def loss(self, logits, batch, module):
         CALLS.append(f"{self.name}.loss")
         return 2.0 * F.cross_entropy(logits, batch["y"], reduction="none")
 

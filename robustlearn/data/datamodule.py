@@ -21,6 +21,8 @@ from robustlearn.data.augment import random_crop_flip
 from robustlearn.data.base import ArraySet, NoiseInfo
 from robustlearn.data.gpu_loader import DeviceLoader, epoch_seed
 from robustlearn.data.noise import apply_noise
+from robustlearn.data.sampler import EpochSampler
+from robustlearn.data.strategy_data import StrategyDataAPI
 from robustlearn.errors import ConfigError
 from robustlearn.registry import DATASETS
 from robustlearn.schema import DataCfg, NoiseCfg, entry_params
@@ -37,9 +39,13 @@ class _DictDataset(Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
-class RobustDataModule(pl.LightningDataModule):
+class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
+    """Strategies read and steer the training data through the API of `StrategyDataAPI` (`set_train_subset`,
+    `set_train_batch_size`, `train_tensors`, `augment`, `draw`)."""
+
     def __init__(self, cfg: DictConfig):
         super().__init__()
+        self._init_strategy_data()
         self.cfg = cfg
         self.data_cfg = cfg.data
         self.loaded = False
@@ -122,26 +128,38 @@ class RobustDataModule(pl.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _rank_and_world(self, train: bool) -> tuple[int, int]:
+        if not train or self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
     def _make(self, split: str, train: bool):
         d = self.data_cfg
-        bs = d.batch_size if train else d.eval_batch_size
+        bs = self.train_batch_size if train else d.eval_batch_size
+        rank, world = self._rank_and_world(train)
         if d.loader == "dataloader":
-            g = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, 0))
-            return DataLoader(_DictDataset(self.splits[split]), batch_size=bs, shuffle=train, generator=g,
+            sampler = EpochSampler(len(self.splits[split]["y"]), self.cfg.seed, self._epoch, shuffle=train,
+                                   rank=rank, world_size=world)
+            return DataLoader(_DictDataset(self.splits[split]), batch_size=bs, sampler=sampler,
                               num_workers=d.num_workers, pin_memory=torch.cuda.is_available())
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        world = self.trainer.world_size if self.trainer is not None else 1
         loader = DeviceLoader(
             dict(self.splits[split]), bs, shuffle=train, seed=self.cfg.seed, epoch_fn=self._epoch,
             crop_padding=self.crop_padding if train else 0, hflip=self.hflip if train else False,
-            rank=rank if train else 0, world_size=world if train else 1,
+            rank=rank, world_size=world,
         )
         return loader.to(self._device())
 
     def train_dataloader(self):
-        if "train" not in self.loaders:
-            self.loaders["train"] = self._make("train", train=True)
-        return self.loaders["train"]
+        """Called by Lightning at the start of every epoch: applies the subset and batch size chosen for it."""
+        self._agree_across_ranks()
+        loader = self.loaders.get("train")
+        if loader is None or loader.batch_size != self.train_batch_size:
+            if isinstance(loader, DeviceLoader):
+                loader.batch_size = self.train_batch_size
+            else:
+                loader = self.loaders["train"] = self._make("train", train=True)
+        (loader.sampler if isinstance(loader, DataLoader) else loader).set_indices(self._subset)
+        return loader
 
     def val_dataloader(self):
         # Validation (noisy, for model selection) and test (clean) are both evaluated every epoch.
@@ -161,11 +179,6 @@ class RobustDataModule(pl.LightningDataModule):
             g = torch.Generator(device=batch["x"].device).manual_seed(epoch_seed(self.cfg.seed, step, salt=2))
             batch["x"] = random_crop_flip(batch["x"], self.crop_padding, self.hflip, g)
         return batch
-
-    @property
-    def train_loader(self):
-        """The training loader (for strategies that choose the next epoch's positions)."""
-        return self.train_dataloader()
 
     @property
     def val_split_names(self) -> list[str]:

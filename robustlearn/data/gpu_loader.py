@@ -3,7 +3,8 @@
 The whole split lives on the device as a dict of tensors (`x`, `y`, `y_clean`, `index`). Each epoch draws a
 permutation from a generator seeded by (seed, epoch), so the batch order and the augmentation of epoch e are the
 same whether a run went straight through or resumed at e. Strategies may restrict the next epochs to a subset of
-positions (`set_indices`), e.g. InfoBatch pruning or online batch selection.
+positions (`set_indices`); strategies do that through the datamodule (`set_train_subset`), which keeps the
+subset in its checkpointed state and hands it to the loader each epoch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,36 @@ def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
     x = (x * 0xFF51AFD7ED558CCD) & ((1 << 64) - 1)
     x ^= x >> 33
     return x & ((1 << 63) - 1)
+
+
+def epoch_order(
+    size: int,
+    indices: torch.Tensor | None,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The positions one rank visits in `epoch`: a (seed, epoch) permutation of `indices` (all positions when
+    None), dealt to the ranks in turn. Like `DistributedSampler`, the permutation is padded by wrapping around
+    to a multiple of `world_size`, so every rank takes the same number of steps (unequal counts hang DDP); the
+    few samples repeated then are the first of the permutation."""
+    n = size if indices is None else len(indices)
+    if shuffle:
+        g = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+        order = torch.randperm(n, generator=g, device=device)
+    else:
+        order = torch.arange(n, device=device)
+    if indices is not None:
+        order = indices.to(device)[order]
+    if world_size > 1:
+        padded = math.ceil(n / world_size) * world_size
+        if padded > n:
+            order = torch.cat([order, order[: padded - n]])
+        order = order[rank::world_size]
+    return order
 
 
 class DeviceLoader:
@@ -68,23 +99,13 @@ class DeviceLoader:
         """Restrict the following epochs to these positions (None: the whole split)."""
         self.indices = None if indices is None else indices.to(self.device, torch.long)
 
-    def _positions(self) -> int:
-        n = self.size if self.indices is None else len(self.indices)
-        return math.ceil(n / self.world_size)
-
     def __len__(self) -> int:
-        return math.ceil(self._positions() / self.batch_size)
+        n = self.size if self.indices is None else len(self.indices)
+        return math.ceil(math.ceil(n / self.world_size) / self.batch_size)
 
     def _order(self, epoch: int) -> torch.Tensor:
-        n = self.size if self.indices is None else len(self.indices)
-        if self.shuffle:
-            g = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch))
-            order = torch.randperm(n, generator=g, device=self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        if self.indices is not None:
-            order = self.indices[order]
-        return order[self.rank :: self.world_size]
+        return epoch_order(self.size, self.indices, self.seed, epoch, self.shuffle, self.rank, self.world_size,
+                           self.device)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch = int(self.epoch_fn())

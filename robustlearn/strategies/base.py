@@ -1,27 +1,50 @@
-"""The strategy protocol: a method is a `pl.Callback` that the module asks at fixed points of a training step.
+"""The strategy protocol: a method is a `pl.Callback` that the training step asks at fixed points.
 
-Order inside `RobustClassifier.training_step` (see DESIGN.md):
+One training step (`robustlearn.strategies.step.strategy_step`, which `RobustClassifier.training_step` calls and any
+LightningModule may call):
 
-1. ``batch = s.on_batch(batch, module)``          transform or replace the batch (deficits, presampling)
-2. ``per_sample = provider.loss(logits, batch)``  the one strategy with ``provides_loss = True``, else CE
-3. ``weights = s.weights(per_sample, logits, batch, weights)``   importance weights, selection masks
-4. ``loss = sum(weights * per_sample) / B + sum(s.penalty(logits, batch))``
-5. ``s.on_train_batch_end(...)``                    record per-sample statistics (Lightning hook)
+1. ``batch = s.on_batch(batch, module)``      the one batch-replacing strategy first (``replaces_batch``), then the
+                                             others in config order: transform or replace the batch
+2. ``per_sample = p.loss(logits, batch, module)``   the one strategy with ``provides_loss``, else cross-entropy
+3. ``weights = s.weights(per_sample, logits, batch, weights, module)``   importance weights, selection masks
+4. ``loss = sum(weights * per_sample) / B + sum(s.penalty(logits, batch, module))``
+5. ``s.on_train_batch_end(trainer, module, outputs, batch, batch_idx)``   record per-sample statistics; ``outputs``
+   holds ``loss``, the detached ``per_sample`` and ``logits``, and the batch the step trained on
 
 The reduction in 4 is the unbiased mean: a strategy that drops samples scales its mask (mask / mask.mean())
-when it wants the mean over the kept ones. Per-sample state lives in device tensors indexed by ``batch["index"]``
-and is saved through ``state_dict`` / ``load_state_dict`` in the checkpoint.
+when it wants the mean over the kept ones. Everything else a method needs is a shared piece: per-sample state in a
+`PerSampleBuffer`, a second network in an `OwnedNetwork`, eval-mode scoring in `scoring()`, and the data through the
+datamodule's API (`set_train_subset`, `set_train_batch_size`, `train_tensors`, `augment`, `draw`). docs/design.md
+has a worked example of each kind.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 
+from robustlearn.errors import ConfigError
 from robustlearn.schema import StrategyCfg, entry_params
+
+# Roles that at most one strategy of a run may take: class flag -> what the error says.
+EXCLUSIVE_ROLES = {
+    "provides_loss": "provide the training loss",
+    "replaces_batch": "replace the training batch",
+    "sets_subset": "choose the training subset",
+}
+
+
+def check_composition(entries: Iterable[tuple[str, Any]]) -> None:
+    """Raise ConfigError where two strategies (name, class or instance) take a role that only one may take."""
+    entries = list(entries)
+    for flag, role in EXCLUSIVE_ROLES.items():
+        takers = [name for name, entry in entries if getattr(entry, flag, False)]
+        if len(takers) > 1:
+            raise ConfigError(f"strategies: {' and '.join(takers)} both {role}; keep one of them.", "strategies")
 
 
 class Strategy(pl.Callback):
@@ -31,7 +54,11 @@ class Strategy(pl.Callback):
     class Params:
         pass
 
-    provides_loss: ClassVar[bool] = False
+    provides_loss: ClassVar[bool] = False  # loss() gives the per-sample training loss (at most one strategy)
+    replaces_batch: ClassVar[bool] = False  # on_batch() returns a new batch; runs before every other on_batch
+    sets_subset: ClassVar[bool] = False  # chooses the next epochs' training positions (at most one strategy)
+    # Attributes saved in the checkpoint: objects with state_dict() through it, tensors and plain values as they are.
+    state_attrs: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "strategy"
 
     def __init__(self, params: Any = None, position: int = 0):
@@ -51,27 +78,67 @@ class Strategy(pl.Callback):
         # Two strategies of one class may run together; the position keeps their checkpoint state apart.
         return f"{self.name}[{self.position}]"
 
-    # ---- the hooks the module calls -------------------------------------------------------------------------
+    # ---- the hooks of a training step ------------------------------------------------------------------------
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
         return batch
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch: dict, module: pl.LightningModule) -> torch.Tensor:
         raise NotImplementedError(f"{self.name} sets provides_loss but has no loss()")
 
     def weights(
-        self, per_sample: torch.Tensor, logits: torch.Tensor, batch: dict, weights: torch.Tensor
+        self, per_sample: torch.Tensor, logits: torch.Tensor, batch: dict, weights: torch.Tensor,
+        module: pl.LightningModule,
     ) -> torch.Tensor:
         return weights
 
-    def penalty(self, logits: torch.Tensor, batch: dict) -> torch.Tensor | None:
+    def penalty(self, logits: torch.Tensor, batch: dict, module: pl.LightningModule) -> torch.Tensor | None:
         return None
 
     # ---- helpers --------------------------------------------------------------------------------------------
-    def log(self, module: pl.LightningModule, key: str, value: Any, **kwargs: Any) -> None:
-        """Log under the strategy's name (`<name>/<key>`), per epoch by default."""
+    def log_metric(self, module: pl.LightningModule, key: str, value: Any, **kwargs: Any) -> None:
+        """Log `<name>/<key>` (per epoch by default); it lands in metrics.csv, W&B and the results.
+
+        Call it from a step hook or from a Lightning hook that may log (`on_train_batch_end`,
+        `on_train_epoch_end`, ...). (Lightning sets `callback.log` to the module's `log` at fit start, so the
+        helper is not called `log`.)"""
         kwargs.setdefault("on_epoch", True)
         kwargs.setdefault("on_step", False)
         module.log(f"{self.name}/{key}", value, **kwargs)
 
+    def datamodule(self, trainer: pl.Trainer):
+        """The run's `RobustDataModule`, for the data API; a clear error where the trainer has none."""
+        from robustlearn.data.datamodule import RobustDataModule
+
+        dm = trainer.datamodule
+        if not isinstance(dm, RobustDataModule):
+            raise ConfigError(
+                f"strategy {self.name}: needs robustlearn's datamodule (RobustDataModule) for its data "
+                f"(subset, draws or the whole training split); this trainer has {type(dm).__name__}.",
+                "strategies",
+            )
+        return dm
+
     def describe(self) -> dict:
         return {"name": self.name, **asdict(self.params)}
+
+    # ---- checkpoint ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        out = {}
+        for attr in self.state_attrs:
+            value = getattr(self, attr, None)
+            if hasattr(value, "state_dict"):
+                value = value.state_dict()
+            elif isinstance(value, torch.Tensor):
+                value = value.detach().clone()
+            out[attr] = value
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for attr in self.state_attrs:
+            if attr not in state_dict:
+                continue
+            current = getattr(self, attr, None)
+            if hasattr(current, "load_state_dict"):
+                current.load_state_dict(state_dict[attr])
+            else:
+                setattr(self, attr, state_dict[attr])

@@ -34,6 +34,6 @@ class GCE(Strategy):
             if not 0.0 < self.q <= 1.0:
                 raise ConfigError(f"gce: q = {self.q!r} is out of range; it must be > 0 and <= 1.", "q")
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch: dict, module=None) -> torch.Tensor:
         log_p = torch.log_softmax(logits.float(), dim=1).gather(1, batch["y"][:, None]).squeeze(1)
         return -torch.expm1(self.params.q * log_p) / self.params.q  # (1 - p^q) / q, stable for small q

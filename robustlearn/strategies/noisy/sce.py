@@ -39,7 +39,7 @@ class SCE(Strategy):
             if self.log_zero >= 0:
                 raise ConfigError(f"sce: log_zero = {self.log_zero!r} must be < 0.", "log_zero")
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch: dict, module=None) -> torch.Tensor:
         logits = logits.float()
         ce = F.cross_entropy(logits, batch["y"], reduction="none")
         p_y = torch.softmax(logits, dim=1).gather(1, batch["y"][:, None]).squeeze(1)

@@ -1,0 +1,91 @@
+"""One training step with the strategies, usable from any LightningModule.
+
+`RobustClassifier.training_step` is `return strategy_step(self, batch)`; a LightningModule of your own (your
+network, your optimiser, a plain Trainer and DataLoader) gets every strategy passed to its Trainer as a callback
+with the same line:
+
+    class MyModule(pl.LightningModule):
+        def training_step(self, batch, batch_idx):      # batch: (x, y, index) or a dict with those keys
+            return strategy_step(self, batch)           # calls self(x); or strategy_step(self, batch, self.net)
+
+The returned dict is Lightning's training-step output (`loss`) plus what the strategies read in
+`on_train_batch_end`: the detached `per_sample` losses and `logits`, and the `batch` the step trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from robustlearn.strategies.base import Strategy, check_composition
+
+
+class StepPlan:
+    """The strategies of a trainer in the order each hook asks them, checked for conflicting roles."""
+
+    def __init__(self, strategies: Sequence[Strategy]):
+        check_composition((s.name, s) for s in strategies)
+        self.strategies = sorted(strategies, key=lambda s: s.position)
+        # Batch replacement first, so every other strategy sees the batch that is trained on.
+        self.on_batch = sorted(self.strategies, key=lambda s: not s.replaces_batch)
+        self.provider = next((s for s in self.strategies if s.provides_loss), None)
+
+    @classmethod
+    def of(cls, module: pl.LightningModule) -> StepPlan:
+        """The plan of `module`'s trainer, built once per trainer."""
+        trainer = module._trainer
+        cached = module.__dict__.get("_strategy_plan")
+        if cached is not None and cached[0] is trainer:
+            return cached[1]
+        callbacks = trainer.callbacks if trainer is not None else []
+        plan = cls([cb for cb in callbacks if isinstance(cb, Strategy)])
+        module.__dict__["_strategy_plan"] = (trainer, plan)
+        return plan
+
+
+def as_batch(batch: Any) -> dict:
+    """The batch contract as a dict: a dict passes; a sequence is read as (x, y, index[, y_clean])."""
+    if isinstance(batch, dict):
+        return batch
+    if isinstance(batch, (tuple, list)) and len(batch) in (3, 4):
+        return dict(zip(("x", "y", "index", "y_clean"), batch))
+    raise TypeError("strategy_step: a batch is a dict with x, y and index, or a tuple (x, y, index[, y_clean]); "
+                    f"got {type(batch).__name__}")
+
+
+def strategy_step(
+    module: pl.LightningModule,
+    batch: Any,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    plan: StepPlan | None = None,
+) -> dict[str, Any]:
+    """Run the strategies of `module`'s trainer on one training batch and return the step's output dict.
+
+    Logs `train/loss_main` (the weighted mean of the per-sample losses) and `<name>/penalty` for every strategy
+    that adds a penalty, per epoch; the total is the returned `loss`."""
+    plan = plan or StepPlan.of(module)
+    batch = as_batch(batch)
+    for s in plan.on_batch:
+        batch = s.on_batch(batch, module)
+    logits = (forward or module)(batch["x"])
+    if plan.provider is not None:
+        per_sample = plan.provider.loss(logits, batch, module)
+    else:
+        per_sample = F.cross_entropy(logits.float(), batch["y"], reduction="none")
+    n = per_sample.numel()
+    weights = batch.get("weight")
+    weights = torch.ones_like(per_sample) if weights is None else weights.to(per_sample.dtype)
+    for s in plan.strategies:
+        weights = s.weights(per_sample, logits, batch, weights, module)
+    loss = main = (weights * per_sample).sum() / n
+    module.log("train/loss_main", main.detach(), on_step=False, on_epoch=True, batch_size=n)
+    for s in plan.strategies:
+        extra = s.penalty(logits, batch, module)
+        if extra is not None:
+            loss = loss + extra
+            module.log(f"{s.name}/penalty", extra.detach(), on_step=False, on_epoch=True, batch_size=n)
+    return {"loss": loss, "per_sample": per_sample.detach(), "logits": logits.detach(), "batch": batch}
