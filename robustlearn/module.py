@@ -51,8 +51,8 @@ class RobustClassifier(pl.LightningModule):
         return build_optimizer(self.cfg.optim, params)
 
     def scoring(self, *nets: nn.Module):
-        """Context: no gradient, the module's network (and `nets`) in eval mode, every mode restored after."""
-        return scoring(self.net, *nets)
+        """Context: no gradient, the module (and `nets`) in eval mode, every mode restored after."""
+        return scoring(self, *nets)
 
     # ---- steps -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

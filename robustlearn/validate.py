@@ -12,9 +12,9 @@ import typing
 from typing import Any, Literal, Union
 
 from robustlearn import registry
+from robustlearn.composition import check_composition
 from robustlearn.errors import ConfigError, did_you_mean
 from robustlearn.schema import EXTENDED, Config, StrategyCfg, entry_params
-from robustlearn.strategies.base import check_composition
 
 _BOUNDS = {"gt": (lambda v, b: v > b, ">"), "ge": (lambda v, b: v >= b, ">="),
            "lt": (lambda v, b: v < b, "<"), "le": (lambda v, b: v <= b, "<=")}

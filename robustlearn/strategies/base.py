@@ -20,7 +20,6 @@ has a worked example of each kind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -29,22 +28,6 @@ import torch
 
 from robustlearn.errors import ConfigError
 from robustlearn.schema import StrategyCfg, entry_params
-
-# Roles that at most one strategy of a run may take: class flag -> what the error says.
-EXCLUSIVE_ROLES = {
-    "provides_loss": "provide the training loss",
-    "replaces_batch": "replace the training batch",
-    "sets_subset": "choose the training subset",
-}
-
-
-def check_composition(entries: Iterable[tuple[str, Any]]) -> None:
-    """Raise ConfigError where two strategies (name, class or instance) take a role that only one may take."""
-    entries = list(entries)
-    for flag, role in EXCLUSIVE_ROLES.items():
-        takers = [name for name, entry in entries if getattr(entry, flag, False)]
-        if len(takers) > 1:
-            raise ConfigError(f"strategies: {' and '.join(takers)} both {role}; keep one of them.", "strategies")
 
 
 class Strategy(pl.Callback):

@@ -35,15 +35,18 @@ class PerSampleBuffer:
         self.values: torch.Tensor | None = None
         self.touched: torch.Tensor | None = None
 
-    def ensure(self, trainer: pl.Trainer) -> PerSampleBuffer:
-        """Allocate (or move) the buffer on the training device; restored values are kept."""
+    def ensure(self, trainer: pl.Trainer, shape: tuple[int, ...] | None = None) -> PerSampleBuffer:
+        """Allocate (or move) the buffer on the training device; restored values are kept. `shape` (per sample) may
+        be given here when it is known only in a step (e.g. the number of classes from the logits)."""
         device = trainer.strategy.root_device
         if self.values is None:
+            if shape is not None:
+                self.shape = tuple(shape)
             self.values = torch.full((train_size(trainer), *self.shape), self.fill, dtype=self.dtype, device=device)
-        self.values = self.values.to(device)
-        if self.touched is None or len(self.touched) != len(self.values):
+        elif self.values.device != device:
+            self.values = self.values.to(device)
+        if self.touched is None or self.touched.device != device:
             self.touched = torch.zeros(len(self.values), dtype=torch.bool, device=device)
-        self.touched = self.touched.to(device)
         return self
 
     def __len__(self) -> int:
@@ -78,7 +81,9 @@ class PerSampleBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         values = state.get("values")
-        device = self.values.device if self.values is not None else None
-        self.values = None if values is None else values.to(device) if device is not None else values
-        self.touched = None if self.values is None else torch.zeros(len(self.values), dtype=torch.bool,
-                                                                     device=self.values.device)
+        if values is not None and self.values is not None:
+            values = values.to(self.values.device)
+        if values is not None:
+            self.shape = tuple(values.shape[1:])
+        self.values = values
+        self.touched = None  # allocated by ensure() on the values' device

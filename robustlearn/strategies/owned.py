@@ -2,7 +2,8 @@
 
 Co-teaching, Co-teaching+, JoCoR and DivideMix train a peer beside the module's network. Written once here:
 
-- built by `module.build_network()` (the same model config, channels_last, `torch.compile` when the run compiles)
+- built by `module.build_network()` with its own initial weights (seeded by the run's seed and `salt`; give two
+  peers of one strategy different salts), the same model config, channels_last, `torch.compile` when the run compiles)
   on the module's device, with its own optimiser from `module.build_optimizer()` (the same `optim.*` keys);
 - its learning rate (and momentum, where the schedule cycles it) follows the main optimiser's at every step, so
   the peer follows whatever schedule the run uses, resumed or not;
@@ -26,9 +27,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from robustlearn.data.gpu_loader import epoch_seed
+
 
 class OwnedNetwork:
-    def __init__(self, module: pl.LightningModule):
+    def __init__(self, module: pl.LightningModule, salt: int = 1):
         for needed in ("build_network", "build_optimizer"):
             if not hasattr(module, needed):
                 raise TypeError(f"OwnedNetwork: the module {type(module).__name__} has no {needed}(); "
@@ -36,7 +39,12 @@ class OwnedNetwork:
         trainer = module.trainer
         self.module = module
         device = trainer.strategy.root_device
-        self.net: nn.Module = module.build_network().to(device)
+        # Its own initial weights, from a stream seeded by (run seed, salt) and not from the global RNG: Lightning
+        # re-seeds that before setup under DDP, which would make the peer a copy of the main network (and two
+        # identical networks teaching each other never diverge). The global RNG is left where it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch_seed(torch.initial_seed(), 0, salt=1000 + salt))
+            self.net: nn.Module = module.build_network().to(device)
         self.optimizer = module.build_optimizer(self.net.parameters())
         self.scaler = torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "16-mixed")
         self.clip = trainer.gradient_clip_val

@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from robustlearn.strategies.base import Strategy, check_composition
+from robustlearn.composition import check_composition
+from robustlearn.strategies.base import Strategy
 
 
 class StepPlan:

@@ -1,0 +1,50 @@
+"""Shared pieces of the protocol tests: configs with the example strategies, metrics rows, recording callbacks."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+import tests.strategy_examples  # noqa: F401  (registers the example strategies)
+from robustlearn.config import load_config
+from robustlearn.strategies.base import Strategy
+from tests.conftest import SMOKE
+
+
+def smoke(root, *overrides):
+    return load_config(SMOKE, [f"output.root={root}", *overrides])
+
+
+def rows(run_dir) -> list[dict]:
+    with open(Path(run_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+class Recorder(pl.Callback):
+    """Steps and learning rates per epoch, the epochs that were validated, and the run's strategies and module."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.lrs: list[float] = []
+        self.validated: list[int] = []
+        self.strategies: list[Strategy] = []
+        self.module = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.steps.append(0)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps[-1] += 1
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self.validated.append(trainer.current_epoch)
+
+    def on_train_end(self, trainer, pl_module):
+        self.strategies = [cb for cb in trainer.callbacks if isinstance(cb, Strategy)]
+        self.module = pl_module
+        self.final_lr = trainer.optimizers[0].param_groups[0]["lr"]
