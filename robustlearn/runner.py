@@ -130,6 +130,7 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         "config_hash": chash, "status": "running", "error": None, "epochs": t.epochs, "tags": list(cfg.tags),
         "run_dir": str(run_dir), "train_size": dm.train_size, "device": None,
         "strategies": [s.name for s in strategies], "noise": dm.noise_info.summary(),
+        "oracle": "; ".join(s.oracle for s in strategies if s.oracle) or None,
     }
     interrupted = False
     try:

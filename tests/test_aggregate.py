@@ -129,3 +129,12 @@ def test_csv_keeps_raw_values():
     assert (gce["rank"], gce["n"], gce["epoch_time_s"], gce["epoch_time_rel_ce"]) == ("1", "2", "1.5", "1.25")
     elr = next(r for r in rows if r["label"] == "elr")
     assert elr["test_acc_at_best_val_std"] == ""
+
+
+def test_oracle_rows_are_marked_and_kept_apart():
+    oracle = {**run("forward_correction", 0.2, 0, 0.90, 0.90, 10.0, 10), "oracle": "true T"}
+    practical = run("forward_correction", 0.2, 1, 0.70, 0.70, 10.0, 10)
+    lb = aggregate([oracle, practical])
+    labels = {r.label: r.n for r in lb.cells[0].rows}
+    assert labels == {"forward_correction (true T) †": 1, "forward_correction": 1}
+    assert "† marks a method that reads oracle information" in markdown(lb)

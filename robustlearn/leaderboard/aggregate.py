@@ -99,8 +99,12 @@ def variant(tags: Sequence[str] | None) -> list[str]:
 
 
 def label_of(row: dict) -> str:
+    """`method [grid variant] (oracle) †`: a run that read oracle information is never averaged with one that did
+    not, and is marked."""
     extra = variant(row.get("tags"))
-    return f"{row['method']} [{', '.join(extra)}]" if extra else str(row["method"])
+    label = f"{row['method']} [{', '.join(extra)}]" if extra else str(row["method"])
+    oracle = row.get("oracle")
+    return f"{label} ({oracle}) †" if oracle else label
 
 
 def dedupe(rows: Iterable[dict]) -> list[dict]:

@@ -24,7 +24,8 @@ HEADERS = {
 NOTE = (
     "Mean ± sample std (ddof = 1) over seeds, in percent; a single run shows no std. Rank by test accuracy "
     "at the epoch of best validation accuracy; equal means share the best rank. Time per epoch relative to "
-    "`ce` in the same setting. Best per column in bold."
+    "`ce` in the same setting. Best per column in bold. † marks a method that reads oracle information (the true "
+    "transition matrix, the true noise rate): a reference point, not a practical method."
 )
 CSV_COLUMNS = (
     "dataset", "noise_kind", "noise_rate", "method", "label", "n", "rank",

@@ -1,0 +1,25 @@
+"""Warm-ups and ramps over epochs, written once for the methods that switch on or grow with training
+(truncated GCE's start epoch, ProSelfLC's trust, small-loss forget rates, loss-correction warm-ups)."""
+
+from __future__ import annotations
+
+import math
+
+
+def linear_ramp(epoch: float, start: float, length: float) -> float:
+    """0 before `start`, rising linearly to 1 over `length` epochs, then 1 (a step at `start` when length is 0)."""
+    if epoch < start:
+        return 0.0
+    if length <= 0:
+        return 1.0
+    return min(1.0, (epoch - start) / length)
+
+
+def sigmoid_ramp(t: float, sharpness: float, midpoint: float) -> float:
+    """1 / (1 + exp(-sharpness (t - midpoint))): ProSelfLC's g(t) with t the training progress in [0, 1]."""
+    return 1.0 / (1.0 + math.exp(-sharpness * (t - midpoint)))
+
+
+def warmed_up(epoch: int, warmup_epochs: int) -> bool:
+    """True from epoch `warmup_epochs` on (epochs count from 0)."""
+    return epoch >= warmup_epochs
