@@ -7,11 +7,12 @@ LightningModule), `PerSampleBuffer` (buffers.py), `OwnedNetwork` (owned.py), `sc
 from robustlearn.strategies import noisy
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
+from robustlearn.strategies.diagnostics import Diagnostics
 from robustlearn.strategies.noisy.gce import GCE
 from robustlearn.strategies.noisy.sce import SCE
 from robustlearn.strategies.owned import OwnedNetwork
 from robustlearn.strategies.scoring import scoring
 from robustlearn.strategies.step import StepPlan, strategy_step
 
-__all__ = ["GCE", "SCE", "OwnedNetwork", "PerSampleBuffer", "StepPlan", "Strategy", "noisy", "scoring",
+__all__ = ["Diagnostics", "GCE", "SCE", "OwnedNetwork", "PerSampleBuffer", "StepPlan", "Strategy", "noisy", "scoring",
            "strategy_step"]

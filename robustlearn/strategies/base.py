@@ -9,7 +9,7 @@ LightningModule may call):
 3. ``weights = s.weights(per_sample, logits, batch, weights, module)``   importance weights, selection masks
 4. ``loss = sum(weights * per_sample) / B + sum(s.penalty(logits, batch, module))``
 5. ``s.on_train_batch_end(trainer, module, outputs, batch, batch_idx)``   record per-sample statistics; ``outputs``
-   holds ``loss``, the detached ``per_sample`` and ``logits``, and the batch the step trained on
+   holds ``loss``, the detached ``per_sample``, ``logits`` and final ``weights``, and the batch the step trained on
 
 The reduction in 4 is the unbiased mean: a strategy that drops samples scales its mask (mask / mask.mean())
 when it wants the mean over the kept ones. Everything else a method needs is a shared piece: per-sample state in a
@@ -104,6 +104,12 @@ class Strategy(pl.Callback):
                 "strategies",
             )
         return dm
+
+    def kept_mask(self) -> torch.Tensor | None:
+        """For a strategy that keeps or drops samples across epochs (truncation, sample selection): a bool mask over
+        the training split, True where a sample counts in training now. `diagnostics` scores it against the true
+        flip mask. None (the default): the strategy keeps no such set."""
+        return None
 
     def describe(self) -> dict:
         return {"name": self.name, **asdict(self.params)}

@@ -9,7 +9,8 @@ with the same line:
             return strategy_step(self, batch)           # calls self(x); or strategy_step(self, batch, self.net)
 
 The returned dict is Lightning's training-step output (`loss`) plus what the strategies read in
-`on_train_batch_end`: the detached `per_sample` losses and `logits`, and the `batch` the step trained on.
+`on_train_batch_end`: the detached `per_sample` losses, `logits` and final `weights`, and the `batch` the step trained
+on.
 """
 
 from __future__ import annotations
@@ -89,4 +90,5 @@ def strategy_step(
         if extra is not None:
             loss = loss + extra
             module.log(f"{s.name}/penalty", extra.detach(), on_step=False, on_epoch=True, batch_size=n)
-    return {"loss": loss, "per_sample": per_sample.detach(), "logits": logits.detach(), "batch": batch}
+    return {"loss": loss, "per_sample": per_sample.detach(), "logits": logits.detach(), "weights": weights.detach(),
+            "batch": batch}
