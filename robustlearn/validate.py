@@ -172,7 +172,25 @@ def validate(data: dict) -> dict:
         out[section] = fill_dataclass(base, raw, section, _params_of(entry))
         _build_params(entry, out[section], base, section)
     out["strategies"] = validate_strategies(data.get("strategies", []) or [])
+    check_strategies_against_run(out)
     return out
+
+
+def check_strategies_against_run(cfg: dict) -> None:
+    """Each strategy's `check_config(params, cfg)` classmethod, where it has one: checks that need the rest of the
+    config (e.g. a warm-up shorter than `trainer.epochs`), so that they are bad input (exit 2), not a failed run."""
+    for i, values in enumerate(cfg["strategies"]):
+        entry = registry.STRATEGIES.get(values["name"])
+        check = getattr(entry, "check_config", None)
+        if check is None:
+            continue
+        prefix = f"strategies[{i}]"
+        try:
+            check(entry.Params(**entry_params(values, StrategyCfg)), cfg)
+        except ConfigError as exc:
+            if exc.key and not exc.key.startswith(prefix):
+                raise ConfigError(f"{prefix}.{exc.key}: {exc}", f"{prefix}.{exc.key}") from exc
+            raise
 
 
 def validate_strategies(raw: Any) -> list[dict]:

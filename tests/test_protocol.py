@@ -120,3 +120,24 @@ def test_strategy_state_restored_on_resume(tmp_path):
     assert part.steps == full.steps  # counted on from the checkpoint, not from zero
     assert torch.equal(part.seen, full.seen) and int(full.seen.min()) == 4
     assert comparable_rows(resumed["run_dir"]) == comparable_rows(straight["run_dir"])
+
+
+@STRATEGIES.register("probe_once")
+class ProbeOnce(Strategy):
+    """Logs a metric in epoch 1 only."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            self.log_metric(pl_module, "once", 7.0)
+
+
+def test_a_metric_logged_in_one_epoch_appears_in_that_row_only(tmp_path):
+    over = ["strategies=[{name: probe_once}]", "trainer.epochs=4"]
+    straight = fit(load_config(SMOKE, [*over, f"output.root={tmp_path / 'a'}"]), quiet=True)
+    rows = comparable_rows(straight["run_dir"])
+    assert [r["probe_once/once"] for r in rows] == ["", "7.0", "", ""]
+    assert all(r["val/acc"] != "" for r in rows)
+    with pytest.raises(KeyboardInterrupt):
+        fit(load_config(SMOKE, [*over, f"output.root={tmp_path / 'b'}"]), quiet=True, callbacks=[StopAtEpoch(2)])
+    resumed = fit(load_config(SMOKE, [*over, f"output.root={tmp_path / 'b'}", "resume=true"]), quiet=True)
+    assert comparable_rows(resumed["run_dir"]) == rows

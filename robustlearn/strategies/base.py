@@ -56,6 +56,11 @@ class Strategy(pl.Callback):
     def from_config(cls, values: dict, position: int = 0) -> Strategy:
         return cls(cls.Params(**entry_params(values, StrategyCfg)), position)
 
+    @classmethod
+    def check_config(cls, params: Any, cfg: dict) -> None:
+        """Checks of the parameters against the rest of the validated config (a dict), run when the config loads;
+        raise ConfigError(message, "<key>") for bad input. None by default."""
+
     @property
     def name(self) -> str:
         return self.registry_name

@@ -17,7 +17,11 @@ def linear_ramp(epoch: float, start: float, length: float) -> float:
 
 def sigmoid_ramp(t: float, sharpness: float, midpoint: float) -> float:
     """1 / (1 + exp(-sharpness (t - midpoint))): ProSelfLC's g(t) with t the training progress in [0, 1]."""
-    return 1.0 / (1.0 + math.exp(-sharpness * (t - midpoint)))
+    z = sharpness * (t - midpoint)
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)  # no overflow for large negative z
+    return e / (1.0 + e)
 
 
 def warmed_up(epoch: int, warmup_epochs: int) -> bool:

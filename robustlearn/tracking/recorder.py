@@ -36,6 +36,9 @@ class RunRecorder(Checkpoint):
 
     # ---- hooks ---------------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning keeps every metric ever logged in `callback_metrics`: one logged in an earlier epoch only would be
+        # repeated in every later row (and not after a resume). Each row holds what its own epoch logged.
+        trainer.callback_metrics.clear()
         self._epoch_started = time.perf_counter()
         self._lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
 

@@ -52,10 +52,22 @@ class ResultsStore:
         self.timeout_s = timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(db)
             cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
             db.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
             db.execute("CREATE INDEX IF NOT EXISTS runs_hash ON runs (config_hash, status)")
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Switch the file to WAL once (the mode persists in the file). The switch takes an exclusive lock for which
+        SQLite may answer "locked" at once instead of waiting, when processes open a new store together: retry."""
+        deadline = time.monotonic() + self.timeout_s
+        while db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)

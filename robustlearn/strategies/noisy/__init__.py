@@ -1,5 +1,21 @@
-"""Noisy-label methods: robust losses, loss correction, sample selection, label correction. One file each."""
+"""Noisy-label methods: robust losses, loss correction, target correction. One file each; see docs/methods/."""
 
-from robustlearn.strategies.noisy import gce, sce
+from robustlearn.strategies.noisy import (
+    backward_correction,
+    bootstrap,
+    elr,
+    forward_correction,
+    gce,
+    imae,
+    label_smoothing,
+    mae,
+    nce_rce,
+    poly1,
+    proselflc,
+    sce,
+    taylor_ce,
+    truncated_gce,
+)
 
-__all__ = ["gce", "sce"]
+__all__ = ["backward_correction", "bootstrap", "elr", "forward_correction", "gce", "imae", "label_smoothing", "mae",
+           "nce_rce", "poly1", "proselflc", "sce", "taylor_ce", "truncated_gce"]
