@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from robustlearn.errors import RunFailed
+from robustlearn.finite import FiniteLossWatch
 from robustlearn.models import build_model
 from robustlearn.optim import build_optimizer, build_scheduler
 from robustlearn.schema import ModelCfg, entry_params
@@ -29,10 +29,13 @@ class RobustClassifier(pl.LightningModule):
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
         self.net = self.build_network()
-        acc = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # validate_args=False and nan_strategy="disable": torchmetrics' input checks read tensors on the host.
+        acc = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
         self.train_acc, self.train_acc_clean = acc(), acc()
         self.val_acc, self.test_acc = acc(), acc()
-        self.train_memorized = MeanMetric()
+        # train/memorized = (flipped samples predicted as their noisy label) / (flipped samples), as two sums
+        self.memorized_hits, self.memorized_seen = SumMetric(nan_strategy="disable"), SumMetric(nan_strategy="disable")
+        self.finite = FiniteLossWatch()
 
     # ---- what strategies build and use -------------------------------------------------------------------
     def build_network(self) -> nn.Module:
@@ -59,32 +62,41 @@ class RobustClassifier(pl.LightningModule):
         return self.net(x)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
+        """No host sync here (nor in the strategies' step hooks): the GPU runs ahead of the Python loop."""
         out = strategy_step(self, batch)
         loss, batch = out["loss"], out["batch"]
-        if self.cfg.trainer.check_finite and not torch.isfinite(loss):
-            raise RunFailed(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower optim.lr, set trainer.grad_clip, or check the strategy's parameters."
-            )
+        if self.cfg.trainer.check_finite:
+            self.finite.watch(loss.detach(), self.current_epoch, self.global_step)
         self._log_train(out["logits"], loss.detach(), batch)
         return out  # handed to on_train_batch_end hooks as `outputs`
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The one read of the device in a step, every log_every_n_steps steps: a non-finite loss stops the run within
+        # that many steps, naming where it first happened (and always before the epoch's checkpoint).
+        if self.cfg.trainer.check_finite and (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
+            self.finite.raise_if_seen()
 
     def _log_train(self, logits: torch.Tensor, loss: torch.Tensor, batch: dict) -> None:
         pred = logits.argmax(1)
         n = len(pred)
-        self.train_acc(pred, batch["y"])
-        self.train_acc_clean(pred, batch["y_clean"])
+        self.train_acc.update(pred, batch["y"])
+        self.train_acc_clean.update(pred, batch["y_clean"])
         flipped = batch["y"] != batch["y_clean"]
-        if flipped.any():
-            self.train_memorized.update((pred[flipped] == batch["y"][flipped]).float())
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.memorized_hits.update((flipped & (pred == batch["y"])).sum())
+        self.memorized_seen.update(flipped.sum())
+        # Per step to the loggers only (read every log_every_n_steps); the progress bar shows epoch values.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc_clean", self.train_acc_clean, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
-        if self.train_memorized.update_count:
-            self.log("train/memorized", self.train_memorized.compute())
-        self.train_memorized.reset()
+        if self.cfg.trainer.check_finite:
+            self.finite.raise_if_seen()
+        seen = self.memorized_seen.compute()
+        if seen > 0:  # once per epoch
+            self.log("train/memorized", self.memorized_hits.compute() / seen)
+        self.memorized_hits.reset()
+        self.memorized_seen.reset()
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self(batch["x"])

@@ -48,3 +48,14 @@ class Recorder(pl.Callback):
         self.strategies = [cb for cb in trainer.callbacks if isinstance(cb, Strategy)]
         self.module = pl_module
         self.final_lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def assert_bad_strategy_parameter(entry: str, key: str) -> None:
+    """`strategies=[entry]` is refused when the config loads, with an error naming `strategies[0].<key>`."""
+    import pytest
+
+    from robustlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(SMOKE, [f"strategies=[{entry}]"])
+    assert err.value.key == f"strategies[0].{key}" and f"strategies[0].{key}" in str(err.value)

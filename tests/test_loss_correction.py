@@ -23,7 +23,7 @@ from robustlearn.strategies.noisy.imae import IMAE
 from robustlearn.strategies.noisy.transition import estimate_transition
 from robustlearn.strategies.noisy.truncated_gce import TruncatedGCE
 from tests.conftest import CONFIGS, SMOKE
-from tests.protocol_helpers import rows
+from tests.protocol_helpers import assert_bad_strategy_parameter, rows
 from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
 
 # softmax(log [0.2, 0.3, 0.5]) = [0.2, 0.3, 0.5]
@@ -352,9 +352,7 @@ def test_imae_gradient_is_weighted_cross_entropy_gradient():
      ("{name: imae, lamda: 1}", "lamda")],
 )
 def test_bad_parameters_name_the_key(strategy, key):
-    with pytest.raises(ConfigError) as err:
-        load_config(SMOKE, [f"strategies=[{strategy}]"])
-    assert err.value.key == f"strategies[0].{key}" and f"strategies[0].{key}" in str(err.value)
+    assert_bad_strategy_parameter(strategy, key)
 
 
 DEFAULTS = {

@@ -21,6 +21,7 @@ from robustlearn.strategies.noisy.nce_rce import NCERCE
 from robustlearn.strategies.noisy.poly1 import Poly1
 from robustlearn.strategies.noisy.taylor_ce import TaylorCE
 from tests.conftest import CONFIGS, SMOKE
+from tests.protocol_helpers import assert_bad_strategy_parameter
 
 # softmax(log [1, 2, 5]) = [1/8, 2/8, 5/8]. Row 0 is labelled 2 (p_y = 0.625), row 1 is labelled 0 (p_y = 0.125).
 P = [0.125, 0.25, 0.625]
@@ -222,9 +223,7 @@ def test_losses_at_extreme_logits_take_their_limits():
     ],
 )
 def test_bad_parameters_name_the_key(strategy, key):
-    with pytest.raises(ConfigError) as err:
-        load_config(SMOKE, [f"strategies=[{strategy}]"])
-    assert err.value.key == f"strategies[0].{key}" and f"strategies[0].{key}" in str(err.value)
+    assert_bad_strategy_parameter(strategy, key)
 
 
 def test_good_edge_values_are_accepted():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sqlite3
 
 import pytest
@@ -56,6 +57,9 @@ def test_non_finite_loss_fails_with_reason(tmp_path, capsys):
     assert rc == 1 and "non-finite" in err
     (row,) = ResultsStore(tmp_path / "results.sqlite").rows()
     assert row["status"] == "failed" and "non-finite training loss" in row["error"]
+    # Where it first happened: read from the device every log_every_n_steps (50) steps, so well within epoch 0.
+    assert re.search(r"at epoch 0, step \d+ \(first seen there\)", row["error"]), row["error"]
+    assert int(re.search(r"step (\d+)", row["error"]).group(1)) < 5
 
 
 def test_same_noise_seed_same_labels_whatever_the_seed(tmp_path):
