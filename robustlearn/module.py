@@ -23,9 +23,10 @@ from robustlearn.strategies.step import strategy_step
 
 
 class RobustClassifier(pl.LightningModule):
-    def __init__(self, cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...]):
+    def __init__(self, cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...], compile: bool | None = None):
         super().__init__()
         self.cfg = cfg
+        self.compiled = cfg.trainer.compile if compile is None else compile  # the runner may fall back to eager
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
         self.net = self.build_network()
@@ -45,8 +46,8 @@ class RobustClassifier(pl.LightningModule):
                           self.num_classes)
         if len(self.input_shape) == 3:  # images arrive channels_last (batch contract); convolutions run best so
             net = net.to(memory_format=torch.channels_last)
-        if self.cfg.trainer.compile:
-            net = torch.compile(net)
+        if self.compiled:
+            net = torch.compile(net, mode=self.cfg.trainer.compile_mode)
         return net
 
     def build_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

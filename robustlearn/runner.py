@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -56,6 +57,22 @@ def _deterministic(cfg: DictConfig) -> bool:
     return (not _on_gpu(cfg)) if cfg.trainer.deterministic is None else cfg.trainer.deterministic
 
 
+def _compiled(cfg: DictConfig, strategies: Sequence[Strategy]) -> bool:
+    """Whether this run compiles: `trainer.compile`, unless a strategy cannot run compiled (then a message)."""
+    if not cfg.trainer.compile:
+        return False
+    blockers = [s.name for s in strategies if not s.compilable]
+    if blockers:
+        print(f"robustlearn: trainer.compile: {', '.join(blockers)} cannot run with a compiled network; this run "
+              "trains eager (result.json records compiled: false).", file=sys.stderr)
+        return False
+    # A graph that torch.compile cannot build runs eager with torch's own warning, instead of failing the run.
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    return True
+
+
 def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -80,7 +97,9 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
     strategies = build_strategies(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = RobustDataModule(cfg).load()
-    module = RobustClassifier(cfg, dm.num_classes, dm.input_shape)
+    compiled = _compiled(cfg, strategies)
+    dm.static_batches = compiled
+    module = RobustClassifier(cfg, dm.num_classes, dm.input_shape, compile=compiled)
 
     # Under DDP, Lightning starts ranks > 0 by running the same command again: only the first prepares files.
     first = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
@@ -130,7 +149,7 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         "config_hash": chash, "status": "running", "error": None, "epochs": t.epochs, "tags": list(cfg.tags),
         "run_dir": str(run_dir), "train_size": dm.train_size, "device": None,
         "strategies": [s.name for s in strategies], "noise": dm.noise_info.summary(),
-        "oracle": "; ".join(s.oracle for s in strategies if s.oracle) or None,
+        "oracle": "; ".join(s.oracle for s in strategies if s.oracle) or None, "compiled": compiled,
     }
     interrupted = False
     try:

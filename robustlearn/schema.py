@@ -69,7 +69,8 @@ class TrainerCfg:
     devices: int = rng(1, ge=1)
     strategy: str = "auto"  # Lightning strategy: auto, ddp, ...
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"  # auto: bf16-mixed on GPU, else 32
-    compile: bool = False  # torch.compile the network
+    compile: bool = False  # torch.compile the network; the last partial training batch is dropped (one shape)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
     deterministic: bool | None = None  # null: true on CPU (runs reproduce exactly), false on GPU (speed)
     grad_clip: float | None = rng(None, gt=0.0)  # clip the gradient norm
     log_every_n_steps: int = rng(50, ge=1)

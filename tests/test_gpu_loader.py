@@ -76,3 +76,10 @@ def test_one_run_over_two_cpu_processes_with_ddp(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")]
     assert result["status"] == "completed" and result["epochs_done"] == 2 and result["test_acc_last"] > 0.5
+
+
+def test_drop_last_gives_one_batch_shape_and_never_an_empty_epoch():
+    loader, _ = _loader(n=103, bs=10, drop_last=True)
+    assert len(loader) == 10 and [len(b["index"]) for b in loader] == [10] * 10
+    small, _ = _loader(n=7, bs=10, drop_last=True)  # fewer samples than a batch: keep the one partial batch
+    assert len(small) == 1 and [len(b["index"]) for b in small] == [7]

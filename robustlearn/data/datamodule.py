@@ -46,6 +46,7 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self._init_strategy_data()
+        self.static_batches = bool(cfg.trainer.compile)  # one training batch shape (drop the last partial batch)
         self.cfg = cfg
         self.data_cfg = cfg.data
         self.loaded = False
@@ -140,12 +141,13 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
         if d.loader == "dataloader":
             sampler = EpochSampler(len(self.splits[split]["y"]), self.cfg.seed, self._epoch, shuffle=train,
                                    rank=rank, world_size=world)
-            return DataLoader(_DictDataset(self.splits[split]), batch_size=bs, sampler=sampler,
+            drop = train and self.static_batches and len(sampler) >= bs
+            return DataLoader(_DictDataset(self.splits[split]), batch_size=bs, sampler=sampler, drop_last=drop,
                               num_workers=d.num_workers, pin_memory=torch.cuda.is_available())
         loader = DeviceLoader(
             dict(self.splits[split]), bs, shuffle=train, seed=self.cfg.seed, epoch_fn=self._epoch,
             crop_padding=self.crop_padding if train else 0, hflip=self.hflip if train else False,
-            rank=rank, world_size=world,
+            rank=rank, world_size=world, drop_last=train and self.static_batches,
         )
         return loader.to(self._device())
 

@@ -70,8 +70,10 @@ class DeviceLoader:
         hflip: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        drop_last: bool = False,
     ):
         self.tensors = tensors
+        self.drop_last = drop_last  # one batch shape every step (compiled runs); never drops a whole epoch
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -101,7 +103,13 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n = self.size if self.indices is None else len(self.indices)
-        return math.ceil(math.ceil(n / self.world_size) / self.batch_size)
+        per_rank = math.ceil(n / self.world_size)
+        if self._dropping(per_rank):
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
+
+    def _dropping(self, per_rank: int) -> bool:
+        return self.drop_last and per_rank >= self.batch_size
 
     def _order(self, epoch: int) -> torch.Tensor:
         return epoch_order(self.size, self.indices, self.seed, epoch, self.shuffle, self.rank, self.world_size,
@@ -114,7 +122,8 @@ class DeviceLoader:
         gen = None
         if augment:
             gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, salt=1))
-        for start in range(0, len(order), self.batch_size):
+        end = len(order) - len(order) % self.batch_size if self._dropping(len(order)) else len(order)
+        for start in range(0, end, self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = {k: v[idx] for k, v in self.tensors.items()}
             if augment:

@@ -40,6 +40,9 @@ class Strategy(pl.Callback):
     provides_loss: ClassVar[bool] = False  # loss() gives the per-sample training loss (at most one strategy)
     replaces_batch: ClassVar[bool] = False  # on_batch() returns a new batch; runs before every other on_batch
     sets_subset: ClassVar[bool] = False  # chooses the next epochs' training positions (at most one strategy)
+    # False where the strategy cannot run with a compiled network: with trainer.compile the run then trains eager and
+    # says so (result.json: compiled = false).
+    compilable: ClassVar[bool] = True
     # The oracle information the strategy reads, in a few words ("true T", "true noise rate"), or None for a practical
     # method; a property where it depends on the parameters. The run records it in result.json (`oracle`) and the
     # leaderboard marks the row with it and a dagger. Clean labels are never an input to training.
