@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 export WANDB_SILENT := true
 
-.PHONY: install data demo test test-slow lint clean
+.PHONY: install data demo test test-slow lint clean gpu-bundle
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ test-slow: install data
 
 lint: install
 	$(VENV)/bin/ruff check robustlearn tests benchmarks
+
+# What a bare GPU machine (torch, Lightning, torchmetrics; no registry) needs to run benchmarks/gpu_suite.py:
+# the pure-Python wheels it lacks and the Fashion-MNIST files, in the ignored folder .gpu/ (see docs/performance.md).
+gpu-bundle: install data
+	rm -rf .gpu && mkdir -p .gpu/wheels .gpu/data/fashion-mnist
+	$(PY) -m pip download -q --no-deps -d .gpu/wheels "omegaconf>=2.4"  # 2.4 needs only PyYAML
+	cp $(FMNIST)/*-ubyte.gz .gpu/data/fashion-mnist/
+	@du -sh .gpu
 
 clean:
 	rm -rf $(VENV) runs wandb .pytest_cache

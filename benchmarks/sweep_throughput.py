@@ -41,6 +41,17 @@ def one(base: Path, workers: int, runs: int, overrides: list[str]) -> float:
         return elapsed
 
 
+def measure(base: Path, workers: list[int], runs: int, overrides: list[str]) -> list[dict]:
+    """Seconds, runs per minute and speed-up over the first worker count, for each worker count."""
+    rows = []
+    for n in workers:
+        s = one(Path(base).resolve(), n, runs, overrides)
+        rows.append({"workers": n, "seconds": s, "runs_per_min": runs * 60 / s})
+    for r in rows:
+        r["speedup"] = r["runs_per_min"] / rows[0]["runs_per_min"]
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default=str(ROOT / "configs/experiments/fmnist_ce.yaml"))
@@ -49,15 +60,10 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("overrides", nargs="*", default=["data.subset=20000", "trainer.epochs=3"])
     a = p.parse_args()
-    rows = []
-    for n in a.workers:
-        s = one(Path(a.base).resolve(), n, a.runs, a.overrides)
-        rows.append({"workers": n, "seconds": s, "runs_per_min": a.runs * 60 / s})
-    base = rows[0]["runs_per_min"]
+    rows = measure(Path(a.base), a.workers, a.runs, a.overrides)
     print(f"{a.runs} runs of {Path(a.base).name} {' '.join(a.overrides)}")
     print(f"{'workers':>7} {'seconds':>9} {'runs/min':>9} {'speed-up':>9}")
     for r in rows:
-        r["speedup"] = r["runs_per_min"] / base
         print(f"{r['workers']:>7} {r['seconds']:>9.1f} {r['runs_per_min']:>9.2f} {r['speedup']:>9.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))

@@ -9,7 +9,8 @@ is not counted; the raw loop runs before and after ours. Prints seconds per epoc
 
     python benchmarks/throughput.py                          # Fashion-MNIST, cnn, 3 timed epochs
     python benchmarks/throughput.py --subset 5000 --epochs 2 # quick check
-    python benchmarks/throughput.py --model resnet18 --dataset cifar10
+    python benchmarks/throughput.py --compile                # both sides compiled
+    python benchmarks/throughput.py model.name=resnet18 --config configs/experiments/...
 """
 
 from __future__ import annotations
@@ -60,13 +61,15 @@ class EpochTimer(pl.Callback):
                 self._t = 0.0
 
 
-def raw_loop(cfg, dm: RobustDataModule, device: torch.device, epochs: int) -> list[float]:
+def raw_loop(cfg, dm: RobustDataModule, device: torch.device, epochs: int, compiled: bool = False) -> list[float]:
     torch.manual_seed(cfg.seed)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as Lightning's benchmark=True on GPU
     params = entry_params(cfg.model, ModelCfg)
     net = build_model(cfg.model.name, params, dm.input_shape, dm.num_classes).to(device)
     if dm.splits["train"]["x"].ndim == 4:
         net = net.to(memory_format=torch.channels_last)
+    if compiled:  # as robustlearn compiles: the network, with one batch shape (the last partial batch dropped)
+        net = torch.compile(net, mode=cfg.trainer.compile_mode)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay)
     x = dm.splits["train"]["x"].to(device)
@@ -79,7 +82,8 @@ def raw_loop(cfg, dm: RobustDataModule, device: torch.device, epochs: int) -> li
         t = time.perf_counter()
         net.train()
         order = torch.randperm(len(y), device=device)
-        for start in range(0, len(y), bs):
+        end = len(y) - len(y) % bs if compiled and len(y) >= bs else len(y)
+        for start in range(0, end, bs):
             idx = order[start : start + bs]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(net(x[idx]).float(), y[idx])
@@ -91,39 +95,47 @@ def raw_loop(cfg, dm: RobustDataModule, device: torch.device, epochs: int) -> li
     return times
 
 
+def measure(config: str | Path, overrides: list[str], epochs: int = 4, compiled: bool = False) -> dict:
+    """Seconds per training epoch of robustlearn and of the raw loop (run before and after ours), and the ratio."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    over = [f"trainer.epochs={epochs}", "scheduler.name=none", "data.crop_padding=0", "data.hflip=false",
+            "trainer.deterministic=false", "output.save_checkpoint=false", "logger.wandb.mode=disabled",
+            f"trainer.compile={str(compiled).lower()}", *overrides]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(config, [*over, f"output.root={tmp}"])
+        dm = RobustDataModule(cfg).load()
+        # raw, ours, raw again: machine drift affects both sides alike.
+        raw = raw_loop(cfg, dm, device, epochs, compiled)
+        timer = EpochTimer()
+        result = fit(cfg, quiet=True, callbacks=[timer])
+        raw2 = raw_loop(cfg, dm, device, epochs, compiled)
+    ours = timer.times
+    ours_s = statistics.median(ours[1:] or ours)
+    raw_s = statistics.median((raw[1:] + raw2[1:]) or raw)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return {
+        "device": name, "model": cfg.model.name, "dataset": cfg.data.name, "train_size": dm.train_size,
+        "batch_size": cfg.data.batch_size, "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
+        "compiled": compiled, "ours_s_per_epoch": ours_s, "raw_s_per_epoch": raw_s, "ratio": ours_s / raw_s,
+        "ours_epochs": ours, "raw_epochs": raw + raw2, "status": result["status"],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs/experiments/fmnist_ce.yaml"))
     p.add_argument("--epochs", type=int, default=4, help="epochs per side; the first is a warm-up")
     p.add_argument("--subset", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="both sides torch.compile the network")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    over = [f"trainer.epochs={a.epochs}", "scheduler.name=none", "data.crop_padding=0", "data.hflip=false",
-            "trainer.deterministic=false", "output.save_checkpoint=false", *a.overrides]
-    if a.subset:
-        over.append(f"data.subset={a.subset}")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(a.config, [*over, f"output.root={tmp}"])
-        dm = RobustDataModule(cfg).load()
-        # raw, ours, raw again: machine drift affects both sides alike.
-        raw = raw_loop(cfg, dm, device, a.epochs)
-        timer = EpochTimer()
-        result = fit(cfg, quiet=True, callbacks=[timer])
-        raw2 = raw_loop(cfg, dm, device, a.epochs)
-    ours = timer.times
-    ours_s = statistics.median(ours[1:] or ours)
-    raw_s = statistics.median((raw[1:] + raw2[1:]) or raw)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    out = {
-        "device": name, "model": cfg.model.name, "dataset": cfg.data.name, "train_size": dm.train_size,
-        "batch_size": cfg.data.batch_size, "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
-        "ours_s_per_epoch": ours_s, "raw_s_per_epoch": raw_s, "ratio": ours_s / raw_s,
-        "ours_epochs": ours, "raw_epochs": raw + raw2, "status": result["status"],
-    }
-    print(f"device {name}; {cfg.model.name} on {cfg.data.name} ({dm.train_size} samples, batch {cfg.data.batch_size})")
-    print(f"robustlearn {ours_s:.3f} s/epoch   raw PyTorch {raw_s:.3f} s/epoch   ratio {ours_s / raw_s:.3f}")
+    over = [*a.overrides, *([f"data.subset={a.subset}"] if a.subset else [])]
+    out = measure(a.config, over, a.epochs, a.compile)
+    print(f"device {out['device']}; {out['model']} on {out['dataset']} ({out['train_size']} samples, batch "
+          f"{out['batch_size']}{', compiled' if a.compile else ''})")
+    print(f"robustlearn {out['ours_s_per_epoch']:.3f} s/epoch   raw PyTorch {out['raw_s_per_epoch']:.3f} s/epoch   "
+          f"ratio {out['ratio']:.3f}")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
 
