@@ -64,7 +64,8 @@ def test_markdown_with_plots(store, tmp_path):
     assert names == [
         "accuracy_vs_noise_synthetic_symmetric.png", "curves_synthetic_none_0.png",
         "curves_synthetic_symmetric_0.2.png", "curves_synthetic_symmetric_0.4.png",
-    ]  # fmt: skip
+        "gain_synthetic_symmetric_0.2.png", "gain_synthetic_symmetric_0.4.png",
+    ]  # fmt: skip  (no gain plot for the noise-free cell: it has no second method)
     assert all((plots / n).read_bytes().startswith(PNG) for n in names)
     assert "![synthetic: accuracy against symmetric noise](plots/accuracy_vs_noise_synthetic_symmetric.png)" in text
 
@@ -111,7 +112,7 @@ def test_html_is_self_contained(store, tmp_path):
     assert text.startswith("<!doctype html>") and "<script>" in text and "<style>" in text
     assert not re.search(r'(src|href)="(?!data:)', text)  # nothing loaded from elsewhere
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 4
+    assert len(images) == 6  # accuracy against noise, 2 gain plots, 3 curves
     assert text.count('class="sortable"') == 4  # summary + 3 cells
     assert '<td class="best" data-sort="0.87">87.00 ± 1.41</td>' in text
 
@@ -129,3 +130,19 @@ def test_training_curves_average_over_seeds(tmp_path):
     assert read_metrics(tmp_path / "missing") == {}
     epochs, values = mean_curve([{0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.7, 1: 0.8}])
     assert epochs == [0, 1, 2] and values == pytest.approx([0.6, 0.7, 0.7], abs=1e-15)
+
+
+def test_gain_plot_needs_the_reference_and_a_second_method():
+    from robustlearn.leaderboard.aggregate import aggregate
+    from robustlearn.leaderboard.plots import gain_over_reference
+
+    def row(method, seed, acc):
+        return {"run_id": f"{method}{seed}", "method": method, "dataset": "d", "noise_kind": "symmetric",
+                "noise_rate": 0.4, "seed": seed, "status": "completed", "config_hash": f"{method}{seed}",
+                "test_acc_at_best_val": acc, "test_acc_last": acc, "train_time_s": 1.0, "epochs_done": 1, "tags": []}
+
+    (cell,) = aggregate([row("ce", 0, 0.8), row("ce", 1, 0.82), row("gce", 0, 0.85)]).cells
+    plot = gain_over_reference(cell)
+    assert plot is not None and plot.name == "gain_d_symmetric_0.4" and plot.png.startswith(PNG)
+    (alone,) = aggregate([row("gce", 0, 0.85)]).cells
+    assert gain_over_reference(alone) is None

@@ -3,6 +3,9 @@
 - accuracy against noise rate, one figure per (dataset, noise kind): a line per method through the mean test
   accuracy at best validation, error bars ± one sample std over seeds; the noise-free cell of the same
   dataset, if any, is drawn at rate 0.
+- gain over CE, one figure per cell that has `ce`: each method's mean test accuracy at best validation minus CE's,
+  in points, error bars ± the method's sample std over seeds, CE's own ± std shaded around zero: what beats CE by
+  more than the seeds' spread, at a glance.
 - training curves, one figure per cell: test/acc and train/memorized per epoch, mean over the seeds of each
   method, read from `<run_dir>/metrics.csv` (runs whose file is missing are left out).
 """
@@ -50,7 +53,7 @@ def colors(lb: Leaderboard) -> dict[str, str]:
 
 def accuracy_vs_noise(lb: Leaderboard, dataset: str, kind: str) -> Plot | None:
     cells = [c for c in lb.cells if c.dataset == dataset and (c.noise_kind == kind or c.noise_kind == "none")]
-    if not any(c.noise_kind == kind for c in cells):
+    if not any(c.noise_kind == kind for c in cells) or len(cells) < 2:  # one rate: the gain plot says it better
         return None
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
@@ -72,6 +75,32 @@ def accuracy_vs_noise(lb: Leaderboard, dataset: str, kind: str) -> Plot | None:
     ax.legend(fontsize="small")
     title = f"{dataset}: accuracy against {kind} noise"
     return Plot(_slug("accuracy_vs_noise", dataset, kind), title, _png(fig))
+
+
+def gain_over_reference(cell: Cell, reference: str = "ce") -> Plot | None:
+    ref = cell.row(reference)
+    ref_stat = ref.stats.get("test_acc_at_best_val") if ref else None
+    if ref_stat is None:
+        return None
+    rows = [(r.label, r.stats.get("test_acc_at_best_val")) for r in cell.rows if r.label != reference]
+    rows = sorted(((label, s) for label, s in rows if s is not None), key=lambda x: x[1].mean)
+    if not rows:
+        return None
+    fig = Figure(figsize=(6.4, 0.9 + 0.32 * len(rows)))
+    ax = fig.add_subplot()
+    band = 100 * (ref_stat.std or 0.0)
+    ax.axvspan(-band, band, color="0.85", label=f"{reference} ± std")
+    ax.axvline(0.0, color="0.3", lw=1)
+    ys = range(len(rows))
+    gains = [100 * (s.mean - ref_stat.mean) for _, s in rows]
+    ax.errorbar(gains, ys, xerr=[100 * (s.std or 0.0) for _, s in rows], fmt="o", capsize=3, color="C0")
+    ax.set_yticks(list(ys), [f"{label} (n={s.n})" for label, s in rows], fontsize="small")
+    ax.set_xlabel(f"test accuracy at best val minus {reference}'s (points; {reference}: {100 * ref_stat.mean:.2f} %)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    title = f"{cell.title}: gain over {reference}"
+    ax.set_title(title)
+    return Plot(_slug("gain", cell.dataset, cell.noise_kind, f"{cell.noise_rate:g}"), title, _png(fig))
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, dict[int, float]]:
@@ -120,24 +149,25 @@ def training_curves(cell: Cell, palette: dict[str, str] | None = None) -> Plot |
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize="small")
+    if axes[-1].has_data():  # one legend, beside the plots, so that it hides no curve
+        axes[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{cell.title}: training curves (mean over seeds)")
     title = f"{cell.title}: training curves"
     return Plot(_slug("curves", cell.dataset, cell.noise_kind, f"{cell.noise_rate:g}"), title, _png(fig))
 
 
 def make_plots(lb: Leaderboard) -> list[Plot]:
-    """Accuracy against noise for each (dataset, noise kind), then the training curves of each cell."""
+    """Accuracy against noise for each (dataset, noise kind), then the gain over CE and the training curves of each
+    cell."""
     plots = []
     for dataset, kind in sorted({(c.dataset, c.noise_kind) for c in lb.cells if c.noise_kind != "none"}):
         plot = accuracy_vs_noise(lb, dataset, kind)
         if plot is not None:
             plots.append(plot)
     for cell in lb.cells:
-        plot = training_curves(cell, colors(lb))
-        if plot is not None:
-            plots.append(plot)
+        for plot in (gain_over_reference(cell), training_curves(cell, colors(lb))):
+            if plot is not None:
+                plots.append(plot)
     return plots
 
 
