@@ -59,3 +59,29 @@ def assert_bad_strategy_parameter(entry: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(SMOKE, [f"strategies=[{entry}]"])
     assert err.value.key == f"strategies[0].{key}" and f"strategies[0].{key}" in str(err.value)
+
+
+def assert_resumes_exactly(root, overrides: list[str], stop_epoch: int = 2, callbacks=()) -> tuple[dict, dict]:
+    """A run interrupted when `stop_epoch` starts and resumed ends with the results and metrics.csv of an uninterrupted
+    one; returns (uninterrupted, resumed) results. `callbacks` join the resumed run only."""
+    import pytest
+
+    from robustlearn.runner import fit
+    from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
+
+    straight = fit(smoke(Path(root) / "a", *overrides), quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        fit(smoke(Path(root) / "b", *overrides), quiet=True, callbacks=[StopAtEpoch(stop_epoch)])
+    resumed = fit(smoke(Path(root) / "b", *overrides, "resume=true"), quiet=True, callbacks=list(callbacks))
+    assert {k: resumed[k] for k in KEYS} == {k: straight[k] for k in KEYS}
+    assert comparable_rows(resumed["run_dir"]) == comparable_rows(straight["run_dir"])
+    return straight, resumed
+
+
+def fit_method(name: str, root, *overrides: str, callbacks=()) -> tuple[object, dict]:
+    """A smoke run with configs/methods/<name>.yaml included: (its config, its result)."""
+    from robustlearn.runner import fit
+    from tests.conftest import CONFIGS
+
+    cfg = load_config(SMOKE, [f"output.root={root}", *overrides], includes=[CONFIGS / "methods" / f"{name}.yaml"])
+    return cfg, fit(cfg, quiet=True, callbacks=list(callbacks))

@@ -16,8 +16,8 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.runner import fit
 from robustlearn.strategies.base import Strategy
 from tests.conftest import ROOT, SMOKE
-from tests.protocol_helpers import Recorder, rows, smoke
-from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
+from tests.protocol_helpers import Recorder, assert_resumes_exactly, rows, smoke
+from tests.test_resume import comparable_rows
 
 # 1800 training samples, batch 64: 29 steps on all of them, 15 on the 900 that example_prune keeps.
 PRUNE = "strategies=[{name: example_prune, fraction: 0.5, start_epoch: 1}, {name: example_elr}]"
@@ -39,15 +39,9 @@ def test_pruned_epochs_are_shorter_and_still_validated_and_tested(tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
 def test_pruned_run_resumes_exactly(tmp_path, scheduler):
-    over = [PRUNE, "trainer.epochs=4", f"scheduler.name={scheduler}"]
-    straight = fit(smoke(tmp_path / "a", *over), quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        fit(smoke(tmp_path / "b", *over), quiet=True, callbacks=[StopAtEpoch(2)])
     rec = Recorder()
-    resumed = fit(smoke(tmp_path / "b", *over, "resume=true"), quiet=True, callbacks=[rec])
+    assert_resumes_exactly(tmp_path, [PRUNE, "trainer.epochs=4", f"scheduler.name={scheduler}"], callbacks=[rec])
     assert rec.steps == [15, 29]  # the subset chosen before the interruption sizes the first resumed epoch
-    assert {k: resumed[k] for k in KEYS} == {k: straight[k] for k in KEYS}
-    assert comparable_rows(resumed["run_dir"]) == comparable_rows(straight["run_dir"])
 
 
 def test_onecycle_anneals_to_its_floor_with_pruned_epochs(tmp_path):

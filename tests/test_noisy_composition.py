@@ -13,8 +13,7 @@ from robustlearn.config import load_config
 from robustlearn.errors import ConfigError
 from robustlearn.runner import fit
 from tests.conftest import ROOT, SMOKE
-from tests.protocol_helpers import rows, smoke
-from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
+from tests.protocol_helpers import assert_resumes_exactly, rows, smoke
 
 
 def test_robust_loss_with_elr_and_diagnostics(tmp_path):
@@ -42,11 +41,5 @@ def test_bad_parameter_exits_2_naming_the_key(tmp_path):
 
 
 def test_elr_and_truncated_gce_resume_exactly(tmp_path):
-    over = ["strategies=[{name: truncated_gce, start_epoch: 1, refresh_every: 1}, {name: elr}]", "trainer.epochs=4",
-            "noise.rate=0.4"]
-    straight = fit(smoke(tmp_path / "a", *over), quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        fit(smoke(tmp_path / "b", *over), quiet=True, callbacks=[StopAtEpoch(2)])
-    resumed = fit(smoke(tmp_path / "b", *over, "resume=true"), quiet=True)
-    assert {k: resumed[k] for k in KEYS} == {k: straight[k] for k in KEYS}
-    assert comparable_rows(resumed["run_dir"]) == comparable_rows(straight["run_dir"])
+    assert_resumes_exactly(tmp_path, ["strategies=[{name: truncated_gce, start_epoch: 1, refresh_every: 1}, "
+                                      "{name: elr}]", "trainer.epochs=4", "noise.rate=0.4"])

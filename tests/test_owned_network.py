@@ -8,8 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from robustlearn.runner import fit
-from tests.protocol_helpers import Recorder, smoke
-from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
+from tests.protocol_helpers import Recorder, assert_resumes_exactly, smoke
 
 PEER = "strategies=[{name: example_peer, keep: 0.7}]"
 
@@ -36,13 +35,7 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
 def test_peer_resumes_with_identical_weights_and_optimizer(tmp_path, scheduler):
-    over = [PEER, "trainer.epochs=4", f"scheduler.name={scheduler}"]
-    straight = fit(smoke(tmp_path / "a", *over), quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        fit(smoke(tmp_path / "b", *over), quiet=True, callbacks=[StopAtEpoch(2)])
-    resumed = fit(smoke(tmp_path / "b", *over, "resume=true"), quiet=True)
-    assert {k: resumed[k] for k in KEYS} == {k: straight[k] for k in KEYS}
-    assert comparable_rows(resumed["run_dir"]) == comparable_rows(straight["run_dir"])
+    straight, resumed = assert_resumes_exactly(tmp_path, [PEER, "trainer.epochs=4", f"scheduler.name={scheduler}"])
     a, b = _peer_state(straight["run_dir"]), _peer_state(resumed["run_dir"])
     assert a["optimizer"]["state"]  # momentum buffers exist, so the comparison covers them
     _assert_same(a, b)

@@ -13,7 +13,6 @@ import yaml
 
 from robustlearn.config import load_config
 from robustlearn.errors import ConfigError
-from robustlearn.runner import fit
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.noisy.gce import GCE
 from robustlearn.strategies.noisy.mae import MAE
@@ -21,7 +20,7 @@ from robustlearn.strategies.noisy.nce_rce import NCERCE
 from robustlearn.strategies.noisy.poly1 import Poly1
 from robustlearn.strategies.noisy.taylor_ce import TaylorCE
 from tests.conftest import CONFIGS, SMOKE
-from tests.protocol_helpers import assert_bad_strategy_parameter
+from tests.protocol_helpers import assert_bad_strategy_parameter, fit_method
 
 # softmax(log [1, 2, 5]) = [1/8, 2/8, 5/8]. Row 0 is labelled 2 (p_y = 0.625), row 1 is labelled 0 (p_y = 0.125).
 P = [0.125, 0.25, 0.625]
@@ -273,11 +272,9 @@ class StepLosses(pl.Callback):
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
 def test_one_epoch_fit_completes(name, tmp_path):
-    cfg = load_config(SMOKE, [f"output.root={tmp_path}", "trainer.epochs=1"],
-                      includes=[CONFIGS / "methods" / f"{name}.yaml"])
-    assert [s.name for s in cfg.strategies] == [name]
     steps = StepLosses()
-    result = fit(cfg, quiet=True, callbacks=[steps])
+    cfg, result = fit_method(name, tmp_path, "trainer.epochs=1", callbacks=[steps])
+    assert [s.name for s in cfg.strategies] == [name]
     assert result["status"] == "completed", result.get("error")
     assert result["strategies"] == [name] and result["method"] == name
     # the run trained on this loss, not on cross-entropy

@@ -22,7 +22,7 @@ from robustlearn.strategies.noisy.elr import ELR
 from robustlearn.strategies.noisy.label_smoothing import LabelSmoothing
 from robustlearn.strategies.noisy.proselflc import ProSelfLC
 from tests.conftest import CONFIGS, SMOKE
-from tests.protocol_helpers import assert_bad_strategy_parameter, rows, smoke
+from tests.protocol_helpers import assert_bad_strategy_parameter, fit_method, rows, smoke
 from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
 
 # softmax([0, ln 3]) = [0.25, 0.75] in both rows; row 0 is labelled 1, row 1 is labelled 0.
@@ -448,11 +448,9 @@ class StepLosses(pl.Callback):
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
 def test_one_epoch_fit_completes(name, tmp_path):
-    cfg = load_config(SMOKE, [f"output.root={tmp_path}", "trainer.epochs=1"],
-                      includes=[CONFIGS / "methods" / f"{name}.yaml"])
-    assert [s.name for s in cfg.strategies] == [name]
     steps = StepLosses()
-    result = fit(cfg, quiet=True, callbacks=[steps])
+    cfg, result = fit_method(name, tmp_path, "trainer.epochs=1", callbacks=[steps])
+    assert [s.name for s in cfg.strategies] == [name]
     assert result["status"] == "completed", result.get("error")
     assert result["strategies"] == [name] and result["method"] == name
     last = rows(result["run_dir"])[-1]
