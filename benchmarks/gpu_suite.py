@@ -83,7 +83,8 @@ class Suite:
 
     def run(self, cmd: list[str], limit_s: float, graceful: bool = False) -> tuple[int | None, str]:
         """Run `cmd` for at most `limit_s` seconds: (exit code or None where stopped, output tail)."""
-        env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             out, _ = proc.communicate(timeout=max(1.0, limit_s))
