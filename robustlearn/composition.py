@@ -19,6 +19,17 @@ EXCLUSIVE_ROLES = {
 }
 
 
+def run_check_config(entry: Any, params: Any, cfg: dict, prefix: str) -> None:
+    """`entry.check_config(params, cfg)`, with the key of any ConfigError it raises prefixed by `prefix`
+    (`strategies[i]`), as every other strategy parameter error is."""
+    try:
+        entry.check_config(params, cfg)
+    except ConfigError as exc:
+        if exc.key and not exc.key.startswith(prefix):
+            raise ConfigError(f"{prefix}.{exc.key}: {exc}", f"{prefix}.{exc.key}") from exc
+        raise
+
+
 def check_composition(entries: Iterable[tuple[str, Any]]) -> None:
     """Raise ConfigError where two strategies (name, class or instance) take a role that only one may take."""
     entries = list(entries)

@@ -12,7 +12,7 @@ import typing
 from typing import Any, Literal, Union
 
 from robustlearn import registry
-from robustlearn.composition import check_composition
+from robustlearn.composition import check_composition, run_check_config
 from robustlearn.errors import ConfigError, did_you_mean
 from robustlearn.schema import EXTENDED, Config, StrategyCfg, entry_params
 
@@ -184,13 +184,7 @@ def check_strategies_against_run(cfg: dict) -> None:
         check = getattr(entry, "check_config", None)
         if check is None:
             continue
-        prefix = f"strategies[{i}]"
-        try:
-            check(entry.Params(**entry_params(values, StrategyCfg)), cfg)
-        except ConfigError as exc:
-            if exc.key and not exc.key.startswith(prefix):
-                raise ConfigError(f"{prefix}.{exc.key}: {exc}", f"{prefix}.{exc.key}") from exc
-            raise
+        run_check_config(entry, entry.Params(**entry_params(values, StrategyCfg)), cfg, f"strategies[{i}]")
 
 
 def validate_strategies(raw: Any) -> list[dict]:

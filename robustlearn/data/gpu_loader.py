@@ -56,6 +56,11 @@ def epoch_order(
     return order
 
 
+def shard_size(size: int, indices: torch.Tensor | None, world_size: int) -> int:
+    """How many positions each rank visits per epoch (`epoch_order`'s length)."""
+    return math.ceil((size if indices is None else len(indices)) / world_size)
+
+
 class DeviceLoader:
     """An iterable of batch dicts over tensors that are moved to `device` once."""
 
@@ -102,8 +107,7 @@ class DeviceLoader:
         self.indices = None if indices is None else indices.to(self.device, torch.long)
 
     def __len__(self) -> int:
-        n = self.size if self.indices is None else len(self.indices)
-        per_rank = math.ceil(n / self.world_size)
+        per_rank = shard_size(self.size, self.indices, self.world_size)
         if self._dropping(per_rank):
             return per_rank // self.batch_size
         return math.ceil(per_rank / self.batch_size)

@@ -8,13 +8,12 @@ so that Lightning does not wrap it in a second `DistributedSampler`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Sampler
 
-from robustlearn.data.gpu_loader import epoch_order
+from robustlearn.data.gpu_loader import epoch_order, shard_size
 
 
 class EpochSampler(Sampler[int]):
@@ -39,8 +38,7 @@ class EpochSampler(Sampler[int]):
         self.indices = None if indices is None else indices.detach().to("cpu", torch.long)
 
     def __len__(self) -> int:
-        n = self.size if self.indices is None else len(self.indices)
-        return math.ceil(n / self.world_size)
+        return shard_size(self.size, self.indices, self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         order = epoch_order(self.size, self.indices, self.seed, int(self.epoch_fn()), self.shuffle, self.rank,

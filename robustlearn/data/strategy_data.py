@@ -19,7 +19,8 @@ _DRAW_SALT = 3
 
 
 class StrategyDataAPI:
-    """Mixed into `RobustDataModule`. Needs `cfg`, `splits`, `train_size`, `crop_padding`, `hflip`, `trainer`."""
+    """Mixed into `RobustDataModule`. Needs `cfg`, `data_cfg`, `splits`, `loaders`, `train_size`, `crop_padding`,
+    `hflip`, `trainer`, `_epoch()`, `_device()` and `_rank_and_world()`."""
 
     def _init_strategy_data(self) -> None:
         self._subset: torch.Tensor | None = None
@@ -101,15 +102,12 @@ class StrategyDataAPI:
         return batch
 
     def _draw_generator(self, device: torch.device) -> torch.Generator:
-        key = (self._epoch(), self._rank(), str(device))
+        key = (self._epoch(), self._rank_and_world(train=True)[0], str(device))
         if self._draw_gen is None or self._draw_key != key:
             seed = epoch_seed(self.cfg.seed, key[0], salt=_DRAW_SALT + 1000 * key[1])
             self._draw_gen = torch.Generator(device=device).manual_seed(seed)
             self._draw_key = key
         return self._draw_gen
-
-    def _rank(self) -> int:
-        return self.trainer.global_rank if self.trainer is not None else 0
 
     # ---- one choice on every rank, and checkpointed ---------------------------------------------------------
     def _agree_across_ranks(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
+from robustlearn.composition import run_check_config
 from robustlearn.errors import ConfigError
 from robustlearn.schema import StrategyCfg, entry_params
 
@@ -63,6 +64,12 @@ class Strategy(pl.Callback):
     def check_config(cls, params: Any, cfg: dict) -> None:
         """Checks of the parameters against the rest of the validated config (a dict), run when the config loads;
         raise ConfigError(message, "<key>") for bad input. None by default."""
+
+    def check_against_trainer(self, trainer: pl.Trainer) -> None:
+        """`check_config` for a trainer built by hand (a config is checked when it loads), with what the trainer
+        knows of the config: `trainer.epochs`. Call it from `setup()`."""
+        run_check_config(type(self), self.params, {"trainer": {"epochs": trainer.max_epochs or 0}},
+                         f"strategies[{self.position}]")
 
     @property
     def name(self) -> str:

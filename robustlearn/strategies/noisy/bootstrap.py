@@ -28,7 +28,6 @@ up and scales it by confidence.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -37,11 +36,11 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.noisy.targets import one_hot, soft_cross_entropy
+from robustlearn.strategies.params import is_number
 
 
 def _check_beta(name: str, beta) -> None:
-    number = isinstance(beta, (int, float)) and not isinstance(beta, bool)
-    if not (number and math.isfinite(beta) and 0.0 <= beta <= 1.0):
+    if not (is_number(beta) and 0.0 <= beta <= 1.0):
         raise ConfigError(f"{name}: beta = {beta!r} is out of range; it must be a number >= 0 and <= 1 "
                           "(the weight of the observed label; 1 is cross-entropy).", "beta")
 

@@ -28,7 +28,6 @@ memorisation (`train/memorized`) without selecting or relabelling samples. The p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -38,12 +37,9 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
+from robustlearn.strategies.params import is_number
 
 CLAMP = 1e-4  # p is clamped to [CLAMP, 1 - CLAMP], as in the official code
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @STRATEGIES.register("elr")
@@ -58,9 +54,9 @@ class ELR(Strategy):
         beta: float = 0.7  # momentum of the per-sample targets, 0 <= beta < 1 (official CIFAR-10: 0.7)
 
         def __post_init__(self):
-            if not (_number(self.lam) and self.lam > 0):
+            if not (is_number(self.lam) and self.lam > 0):
                 raise ConfigError(f"elr: lam = {self.lam!r} is out of range; it must be a number > 0.", "lam")
-            if not (_number(self.beta) and 0.0 <= self.beta < 1.0):
+            if not (is_number(self.beta) and 0.0 <= self.beta < 1.0):
                 raise ConfigError(f"elr: beta = {self.beta!r} is out of range; it must be a number >= 0 and < 1 "
                                   "(at 1 the targets never move from 0).", "beta")
 

@@ -27,7 +27,6 @@ It does not drop samples, so under heavy noise the flipped samples still count, 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +34,7 @@ import torch
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
+from robustlearn.strategies.params import is_number
 
 
 def imae_weights(logits: torch.Tensor, y: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
@@ -56,8 +56,7 @@ class IMAE(Strategy):
         def __post_init__(self):
             for key in ("beta", "lam"):
                 value = getattr(self, key)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                        or value < 0:
+                if not (is_number(value) and value >= 0):
                     raise ConfigError(f"imae: {key} = {value!r} must be a finite number >= 0.", key)
 
     def weights(self, per_sample, logits, batch, weights, module=None):

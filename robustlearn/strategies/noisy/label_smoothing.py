@@ -30,7 +30,6 @@ it sharpens predictions on the samples the network already fits, in the spirit o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +38,7 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.noisy.targets import one_hot, soft_cross_entropy
+from robustlearn.strategies.params import is_number
 
 
 @STRATEGIES.register("label_smoothing")
@@ -53,8 +53,7 @@ class LabelSmoothing(Strategy):
 
         def __post_init__(self):
             a = self.smoothing
-            number = isinstance(a, (int, float)) and not isinstance(a, bool)
-            if not (number and math.isfinite(a) and -1.0 <= a < 1.0):
+            if not (is_number(a) and -1.0 <= a < 1.0):
                 raise ConfigError(
                     f"label_smoothing: smoothing = {a!r} is out of range; it must be a number >= -1 and < 1 (1 makes "
                     "the target uniform whatever the label; below -1 the negative targets push the logits apart "

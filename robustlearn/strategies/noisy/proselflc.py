@@ -44,11 +44,8 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.schedules import training_progress
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.noisy.targets import one_hot, soft_cross_entropy
+from robustlearn.strategies.params import is_number, is_whole
 from robustlearn.strategies.ramps import sigmoid_ramp
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @STRATEGIES.register("proselflc")
@@ -64,14 +61,14 @@ class ProSelfLC(Strategy):
         warmup_epochs: int = 0  # epochs of plain cross-entropy first (official code: none)
 
         def __post_init__(self):
-            if not (_number(self.B) and 0.0 <= self.B <= 500.0):
+            if not (is_number(self.B) and 0.0 <= self.B <= 500.0):
                 raise ConfigError(f"proselflc: B = {self.B!r} is out of range; it must be a number >= 0 and <= 500.",
                                   "B")
-            if not (_number(self.transit_ratio) and 0.0 <= self.transit_ratio <= 1.0):
+            if not (is_number(self.transit_ratio) and 0.0 <= self.transit_ratio <= 1.0):
                 raise ConfigError(f"proselflc: transit_ratio = {self.transit_ratio!r} is out of range; it must be a "
                                   "number >= 0 and <= 1 (a share of the training progress).", "transit_ratio")
             w = self.warmup_epochs
-            if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            if not (is_whole(w) and w >= 0):
                 raise ConfigError(f"proselflc: warmup_epochs = {w!r} must be an integer >= 0.", "warmup_epochs")
 
     def global_trust(self, progress: float) -> float:
@@ -114,15 +111,10 @@ class ProSelfLC(Strategy):
     def check_config(cls, params: Params, cfg: dict) -> None:
         epochs = cfg["trainer"]["epochs"]
         if params.warmup_epochs >= epochs:
-            raise ConfigError(cls._warmup_message(params.warmup_epochs, epochs), "warmup_epochs")
-
-    @staticmethod
-    def _warmup_message(warmup: int, epochs) -> str:
-        return (f"proselflc: warmup_epochs = {warmup} is not below trainer.epochs = {epochs}: every epoch would be "
-                "plain cross-entropy. Lower warmup_epochs or train for more epochs.")
+            raise ConfigError(f"proselflc: warmup_epochs = {params.warmup_epochs} is not below trainer.epochs = "
+                              f"{epochs}: every epoch would be plain cross-entropy. Lower warmup_epochs or train for "
+                              "more epochs.", "warmup_epochs")
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # the same check for a trainer built by hand (a config is checked when it loads)
-        if stage == "fit" and self.params.warmup_epochs >= (trainer.max_epochs or 0):
-            raise ConfigError(self._warmup_message(self.params.warmup_epochs, trainer.max_epochs),
-                              f"strategies[{self.position}].warmup_epochs")
+        if stage == "fit":
+            self.check_against_trainer(trainer)

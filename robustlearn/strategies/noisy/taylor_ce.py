@@ -24,6 +24,7 @@ import torch
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
+from robustlearn.strategies.params import is_whole
 
 
 @STRATEGIES.register("taylor_ce")
@@ -37,7 +38,7 @@ class TaylorCE(Strategy):
         order: int = 2  # t, the number of Taylor terms (integer >= 1); 1: 1 - p_y, large: cross-entropy
 
         def __post_init__(self):
-            if isinstance(self.order, bool) or not isinstance(self.order, int):
+            if not is_whole(self.order):
                 raise ConfigError(f"taylor_ce: order = {self.order!r} must be an integer >= 1.", "order")
             if self.order < 1:
                 raise ConfigError(f"taylor_ce: order = {self.order!r} is out of range; it must be >= 1.", "order")

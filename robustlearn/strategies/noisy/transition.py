@@ -32,6 +32,7 @@ import torch
 from robustlearn.errors import ConfigError, RunFailed
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.full_pass import full_pass
+from robustlearn.strategies.params import is_number, is_whole
 
 MATRICES = ("estimated", "true")
 # Beyond this condition number a float32 inverse of T is dominated by rounding: backward correction refuses it.
@@ -94,12 +95,10 @@ class TransitionCorrection(Strategy):
             if self.matrix not in MATRICES:
                 raise ConfigError(f"matrix = {self.matrix!r} is not allowed; use one of: {', '.join(MATRICES)}.",
                                   "matrix")
-            if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) \
-                    or self.warmup_epochs < 1:
+            if not (is_whole(self.warmup_epochs) and self.warmup_epochs >= 1):
                 raise ConfigError(f"warmup_epochs = {self.warmup_epochs!r} must be an integer >= 1 (T is estimated "
                                   "from a network trained on the noisy labels).", "warmup_epochs")
-            if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)) \
-                    or not 0.0 < self.percentile <= 100.0:
+            if not (is_number(self.percentile) and 0.0 < self.percentile <= 100.0):
                 raise ConfigError(f"percentile = {self.percentile!r} must lie in (0, 100].", "percentile")
 
     def __init__(self, params=None, position: int = 0):
@@ -163,13 +162,8 @@ class TransitionCorrection(Strategy):
                 raise RunFailed(f"{self.name}: matrix=true needs the noise generator's transition matrix; the "
                                 "datamodule has none.")
             self.set_transition(info.transition)  # oracle, by the user's choice (recorded as `oracle`)
-        elif self.transition is None and self.params.warmup_epochs >= (trainer.max_epochs or 0):
-            raise ConfigError(
-                f"{self.name}: warmup_epochs = {self.params.warmup_epochs} is not below trainer.epochs = "
-                f"{trainer.max_epochs}: T would never be estimated and the whole run would be plain cross-entropy. "
-                "Lower warmup_epochs or train for more epochs.",
-                f"strategies[{self.position}].warmup_epochs",
-            )
+        elif self.transition is None:
+            self.check_against_trainer(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.params.matrix != "estimated":

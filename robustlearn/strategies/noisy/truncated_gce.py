@@ -36,6 +36,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.full_pass import full_pass
+from robustlearn.strategies.params import is_number, is_whole
 
 
 def lq(log_p: torch.Tensor, q: float) -> torch.Tensor:
@@ -44,7 +45,7 @@ def lq(log_p: torch.Tensor, q: float) -> torch.Tensor:
 
 
 def _positive_int(value, key: str, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not (is_whole(value) and value >= 1):
         raise ConfigError(f"truncated_gce: {name} = {value!r} must be an integer >= 1.", key)
 
 
@@ -63,9 +64,9 @@ class TruncatedGCE(Strategy):
         refresh_every: int = 5  # epochs between refreshes (paper: 10)
 
         def __post_init__(self):
-            if isinstance(self.q, bool) or not isinstance(self.q, (int, float)) or not 0.0 < self.q <= 1.0:
+            if not (is_number(self.q) and 0.0 < self.q <= 1.0):
                 raise ConfigError(f"truncated_gce: q = {self.q!r} is out of range; it must be > 0 and <= 1.", "q")
-            if isinstance(self.k, bool) or not isinstance(self.k, (int, float)) or not 0.0 < self.k < 1.0:
+            if not (is_number(self.k) and 0.0 < self.k < 1.0):
                 raise ConfigError(f"truncated_gce: k = {self.k!r} is out of range; it must be > 0 and < 1.", "k")
             _positive_int(self.start_epoch, "start_epoch", "start_epoch")
             _positive_int(self.refresh_every, "refresh_every", "refresh_every")
@@ -101,13 +102,8 @@ class TruncatedGCE(Strategy):
                 "truncated and the run would be plain L_q. Lower start_epoch or train longer.", "start_epoch")
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self.params.start_epoch >= (trainer.max_epochs or 0):
-            raise ConfigError(
-                f"truncated_gce: start_epoch = {self.params.start_epoch} is not below trainer.epochs = "
-                f"{trainer.max_epochs}: no epoch would train truncated and the run would be plain L_q. Lower "
-                "start_epoch or train for more epochs.",
-                f"strategies[{self.position}].start_epoch",
-            )
+        if stage == "fit":
+            self.check_against_trainer(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.weight.ensure(trainer)
