@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from robustlearn.epoch_means import EpochMeans, logs_this_step
 from robustlearn.finite import FiniteLossWatch
 from robustlearn.models import build_model
 from robustlearn.optim import build_optimizer, build_scheduler
@@ -30,13 +30,13 @@ class RobustClassifier(pl.LightningModule):
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
         self.net = self.build_network()
-        # validate_args=False and nan_strategy="disable": torchmetrics' input checks read tensors on the host.
+        # validate_args=False: torchmetrics' input checks read tensors on the host.
         acc = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
-        self.train_acc, self.train_acc_clean = acc(), acc()
         self.val_acc, self.test_acc = acc(), acc()
-        # train/memorized = (flipped samples predicted as their noisy label) / (flipped samples), as two sums
-        self.memorized_hits, self.memorized_seen = SumMetric(nan_strategy="disable"), SumMetric(nan_strategy="disable")
+        # Training metrics are epoch means summed on the device, logged once per epoch (cheap per step).
+        self.epoch_means = EpochMeans()
         self.finite = FiniteLossWatch()
+        self.check_finite = bool(cfg.trainer.check_finite)  # read per step: a plain attribute, not an OmegaConf lookup
 
     # ---- what strategies build and use -------------------------------------------------------------------
     def build_network(self) -> nn.Module:
@@ -66,7 +66,7 @@ class RobustClassifier(pl.LightningModule):
         """No host sync here (nor in the strategies' step hooks): the GPU runs ahead of the Python loop."""
         out = strategy_step(self, batch)
         loss, batch = out["loss"], out["batch"]
-        if self.cfg.trainer.check_finite:
+        if self.check_finite:
             self.finite.watch(loss.detach(), self.current_epoch, self.global_step)
         self._log_train(out["logits"], loss.detach(), batch)
         return out  # handed to on_train_batch_end hooks as `outputs`
@@ -74,30 +74,27 @@ class RobustClassifier(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # The one read of the device in a step, every log_every_n_steps steps: a non-finite loss stops the run within
         # that many steps, naming where it first happened (and always before the epoch's checkpoint).
-        if self.cfg.trainer.check_finite and (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
+        if self.check_finite and (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
             self.finite.raise_if_seen()
 
     def _log_train(self, logits: torch.Tensor, loss: torch.Tensor, batch: dict) -> None:
         pred = logits.argmax(1)
         n = len(pred)
-        self.train_acc.update(pred, batch["y"])
-        self.train_acc_clean.update(pred, batch["y_clean"])
+        hit = pred == batch["y"]
         flipped = batch["y"] != batch["y_clean"]
-        self.memorized_hits.update((flipped & (pred == batch["y"])).sum())
-        self.memorized_seen.update(flipped.sum())
-        # Per step to the loggers only (read every log_every_n_steps); the progress bar shows epoch values.
-        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc_clean", self.train_acc_clean, on_step=False, on_epoch=True)
+        means = self.epoch_means
+        means.add_mean("train/loss", loss, n)
+        means.add_mean("train/acc", hit.float().mean(), n)
+        means.add_mean("train/acc_clean", (pred == batch["y_clean"]).float().mean(), n)
+        # train/memorized = (flipped samples predicted as their noisy label) / (flipped samples)
+        means.add_ratio("train/memorized", (flipped & hit).sum(), flipped.sum())
+        if logs_this_step(self._trainer):  # the step loss, to the loggers only, on the steps they write
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
 
     def on_train_epoch_end(self) -> None:
-        if self.cfg.trainer.check_finite:
+        if self.check_finite:
             self.finite.raise_if_seen()
-        seen = self.memorized_seen.compute()
-        if seen > 0:  # once per epoch
-            self.log("train/memorized", self.memorized_hits.compute() / seen)
-        self.memorized_hits.reset()
-        self.memorized_seen.reset()
+        self.epoch_means.flush(self.log, self.device, prog_bar=("train/acc",))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self(batch["x"])

@@ -49,6 +49,7 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
         self.static_batches = bool(cfg.trainer.compile)  # one training batch shape (drop the last partial batch)
         self.cfg = cfg
         self.data_cfg = cfg.data
+        self.augments_after_transfer = False
         self.loaded = False
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
         self.loaders: dict[str, Any] = {}
@@ -72,6 +73,8 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
         self.input_shape = tuple(x.shape[1:])
         self.crop_padding = source.default_crop_padding if d.crop_padding is None else d.crop_padding
         self.hflip = source.default_hflip if d.hflip is None else d.hflip
+        # The DataLoader path augments each training batch once it is on the device (read per batch: cached here).
+        self.augments_after_transfer = d.loader == "dataloader" and bool(self.crop_padding or self.hflip)
         if not arrays.is_image and (self.crop_padding or self.hflip):
             raise ConfigError("data.crop_padding / data.hflip: augmentation needs image data.", "data.crop_padding")
 
@@ -175,8 +178,7 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
-        if (self.data_cfg.loader == "dataloader" and trainer is not None and trainer.training
-                and (self.crop_padding or self.hflip)):
+        if (self.augments_after_transfer and trainer is not None and trainer.training):
             step = trainer.global_step
             g = torch.Generator(device=batch["x"].device).manual_seed(epoch_seed(self.cfg.seed, step, salt=2))
             batch["x"] = random_crop_flip(batch["x"], self.crop_padding, self.hflip, g)

@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 
 from robustlearn.composition import run_check_config
+from robustlearn.epoch_means import log_step_mean
 from robustlearn.errors import ConfigError
 from robustlearn.schema import StrategyCfg, entry_params
 
@@ -106,6 +107,12 @@ class Strategy(pl.Callback):
         kwargs.setdefault("on_epoch", True)
         kwargs.setdefault("on_step", False)
         module.log(f"{self.name}/{key}", value, **kwargs)
+
+    def log_step(self, module: pl.LightningModule, key: str, value: Any, n: int = 1) -> None:
+        """Log a training step's `value` as `<name>/<key>`, the epoch mean weighted by `n` (the samples it is a mean
+        over). On `RobustClassifier` it is summed on the device and logged once per epoch (`EpochMeans`), which costs
+        far less per step than `log_metric`; use it from the step hooks."""
+        log_step_mean(module, f"{self.name}/{key}", value, n)
 
     def datamodule(self, trainer: pl.Trainer):
         """The run's `RobustDataModule`, for the data API; a clear error where the trainer has none."""

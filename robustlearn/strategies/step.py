@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from robustlearn.composition import check_composition
+from robustlearn.epoch_means import log_step_mean
 from robustlearn.strategies.base import Strategy
 
 
@@ -84,11 +85,11 @@ def strategy_step(
     for s in plan.strategies:
         weights = s.weights(per_sample, logits, batch, weights, module)
     loss = main = (weights * per_sample).sum() / n
-    module.log("train/loss_main", main.detach(), on_step=False, on_epoch=True, batch_size=n)
+    log_step_mean(module, "train/loss_main", main, n)
     for s in plan.strategies:
         extra = s.penalty(logits, batch, module)
         if extra is not None:
             loss = loss + extra
-            module.log(f"{s.name}/penalty", extra.detach(), on_step=False, on_epoch=True, batch_size=n)
+            log_step_mean(module, f"{s.name}/penalty", extra, n)
     return {"loss": loss, "per_sample": per_sample.detach(), "logits": logits.detach(), "weights": weights.detach(),
             "batch": batch}

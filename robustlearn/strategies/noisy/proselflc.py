@@ -103,8 +103,8 @@ class ProSelfLC(Strategy):
             return self.loss_at(logits, batch["y"], progress, epoch)
         eps = self.epsilon(logits, progress)
         if module is not None:
-            self.log_metric(module, "epsilon", eps.mean())
-            self.log_metric(module, "global_trust", self.global_trust(progress))
+            self.log_step(module, "epsilon", eps.mean(), len(eps))
+            self.log_step(module, "global_trust", self.global_trust(progress))
         return self.corrected_loss(logits, batch["y"], eps)
 
     @classmethod
