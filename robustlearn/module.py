@@ -19,15 +19,18 @@ from robustlearn.models import build_model
 from robustlearn.optim import build_optimizer, build_scheduler
 from robustlearn.schema import ModelCfg, entry_params
 from robustlearn.strategies.scoring import scoring
-from robustlearn.strategies.step import strategy_step
+from robustlearn.strategies.step import StepPlan, strategy_step
 
 
 class RobustClassifier(pl.LightningModule):
-    def __init__(self, cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...], compile: bool | None = None):
+    def __init__(self, cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...], compile: bool | None = None,
+                 extra_logits: int = 0):
         super().__init__()
         self.cfg = cfg
         self.compiled = cfg.trainer.compile if compile is None else compile  # the runner may fall back to eager
         self.num_classes = num_classes
+        # Outputs past the K class logits that a strategy asks for (DAC's abstention logit); metrics read the first K.
+        self.extra_logits = int(extra_logits)
         self.input_shape = tuple(input_shape)
         self.net = self.build_network()
         # validate_args=False: torchmetrics' input checks read tensors on the host.
@@ -43,7 +46,7 @@ class RobustClassifier(pl.LightningModule):
         """A fresh network like the module's: the same model config, layout and compilation (not its weights).
         The module builds its own with it; an `OwnedNetwork` builds a peer with it."""
         net = build_model(self.cfg.model.name, entry_params(self.cfg.model, ModelCfg), self.input_shape,
-                          self.num_classes)
+                          self.num_classes + self.extra_logits)
         if len(self.input_shape) == 3:  # images arrive channels_last (batch contract); convolutions run best so
             net = net.to(memory_format=torch.channels_last)
         if self.compiled:
@@ -62,6 +65,14 @@ class RobustClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The K class logits the run is evaluated on: the network's, or what a strategy makes of them (DivideMix
+        evaluates the mean of its two networks) through `Strategy.eval_logits`."""
+        logits = self(x)
+        for s in StepPlan.of(self).evaluators:
+            logits = s.eval_logits(x, logits, self)
+        return logits[:, : self.num_classes]
+
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         """No host sync here (nor in the strategies' step hooks): the GPU runs ahead of the Python loop."""
         out = strategy_step(self, batch)
@@ -78,7 +89,7 @@ class RobustClassifier(pl.LightningModule):
             self.finite.raise_if_seen()
 
     def _log_train(self, logits: torch.Tensor, loss: torch.Tensor, batch: dict) -> None:
-        pred = logits.argmax(1)
+        pred = logits[:, : self.num_classes].argmax(1)
         n = len(pred)
         hit = pred == batch["y"]
         flipped = batch["y"] != batch["y_clean"]
@@ -97,7 +108,7 @@ class RobustClassifier(pl.LightningModule):
         self.epoch_means.flush(self.log, self.device, prog_bar=("train/acc",))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        logits = self(batch["x"])
+        logits = self.eval_logits(batch["x"])
         pred = logits.argmax(1)
         split = self.trainer.datamodule.val_split_names[dataloader_idx]
         metric = self.val_acc if split == "val" else self.test_acc
@@ -107,7 +118,7 @@ class RobustClassifier(pl.LightningModule):
         self.log(f"{split}/loss", loss, on_epoch=True, add_dataloader_idx=False, batch_size=len(pred))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        pred = self(batch["x"]).argmax(1)
+        pred = self.eval_logits(batch["x"]).argmax(1)
         self.test_acc(pred, batch["y"])
         self.log("test/acc", self.test_acc, on_epoch=True)
 

@@ -99,7 +99,8 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
     dm = RobustDataModule(cfg).load()
     compiled = _compiled(cfg, strategies)
     dm.static_batches = compiled
-    module = RobustClassifier(cfg, dm.num_classes, dm.input_shape, compile=compiled)
+    module = RobustClassifier(cfg, dm.num_classes, dm.input_shape, compile=compiled,
+                              extra_logits=sum(s.extra_logits for s in strategies))
 
     # Under DDP, Lightning starts ranks > 0 by running the same command again: only the first prepares files.
     first = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0

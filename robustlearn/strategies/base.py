@@ -49,6 +49,9 @@ class Strategy(pl.Callback):
     # method; a property where it depends on the parameters. The run records it in result.json (`oracle`) and the
     # leaderboard marks the row with it and a dagger. Clean labels are never an input to training.
     oracle: ClassVar[str | None] = None
+    # Network outputs this strategy needs past the K class logits (DAC: 1, its abstention logit). The module builds
+    # its network (and every OwnedNetwork) with K + the sum over the run's strategies; metrics read the first K.
+    extra_logits: ClassVar[int] = 0
     # Attributes saved in the checkpoint: objects with state_dict() through it, tensors and plain values as they are.
     state_attrs: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "strategy"
@@ -107,6 +110,11 @@ class Strategy(pl.Callback):
         kwargs.setdefault("on_epoch", True)
         kwargs.setdefault("on_step", False)
         module.log(f"{self.name}/{key}", value, **kwargs)
+
+    def eval_logits(self, x: torch.Tensor, logits: torch.Tensor, module: pl.LightningModule) -> torch.Tensor:
+        """The logits validation and test are scored on, given the module's network's `logits` for `x` (eval mode,
+        no gradient). Default: unchanged. DivideMix returns the mean of its two networks' logits here."""
+        return logits
 
     def log_step(self, module: pl.LightningModule, key: str, value: Any, n: int = 1) -> None:
         """Log a training step's `value` as `<name>/<key>`, the epoch mean weighted by `n` (the samples it is a mean

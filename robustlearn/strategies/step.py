@@ -36,6 +36,8 @@ class StepPlan:
         # Batch replacement first, so every other strategy sees the batch that is trained on.
         self.on_batch = sorted(self.strategies, key=lambda s: not s.replaces_batch)
         self.provider = next((s for s in self.strategies if s.provides_loss), None)
+        # Only strategies that override eval_logits are asked (no call per validation batch for the others).
+        self.evaluators = [s for s in self.strategies if type(s).eval_logits is not Strategy.eval_logits]
 
     @classmethod
     def of(cls, module: pl.LightningModule) -> StepPlan:
