@@ -7,6 +7,7 @@ data files, model/input mismatch, a missing checkpoint to resume) is checked bef
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -122,6 +123,8 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
     deterministic = _deterministic(cfg)
     trainer = pl.Trainer(
         max_epochs=t.epochs,
+        max_steps=-1 if t.max_steps is None else t.max_steps,
+        max_time=None if t.max_time is None else datetime.timedelta(seconds=t.max_time),
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,

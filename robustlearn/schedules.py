@@ -19,16 +19,34 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
 
 
 def training_progress(trainer: pl.Trainer | None) -> float:
-    """t after the step just taken (0 before training)."""
+    """t after the step just taken (0 before training): the largest share used of the run's budgets, epochs and,
+    where set, `trainer.max_steps` (optimiser steps) and `trainer.max_time` (wall-clock of the fit)."""
     if trainer is None or not trainer.max_epochs:
         return 0.0
     steps = trainer.num_training_batches
     done = trainer.fit_loop.epoch_loop.batch_idx + 1
     within = done / steps if isinstance(steps, int) and steps > 0 else 0.0
-    return min(max((trainer.current_epoch + within) / trainer.max_epochs, 0.0), 1.0)
+    t = (trainer.current_epoch + within) / trainer.max_epochs
+    if trainer.max_steps and trainer.max_steps > 0:
+        t = max(t, trainer.global_step / trainer.max_steps)
+    timer = _timer(trainer)
+    if timer is not None and timer._duration:
+        t = max(t, timer.time_elapsed("train") / timer._duration)
+    return min(max(t, 0.0), 1.0)
+
+
+def _timer(trainer: pl.Trainer) -> Timer | None:
+    """Lightning's `Timer` callback, which `Trainer(max_time=...)` adds."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+
+
+def has_budget(trainer: pl.Trainer | None) -> bool:
+    """Whether a step or time budget may end the run before its epochs."""
+    return trainer is not None and ((trainer.max_steps or -1) > 0 or _timer(trainer) is not None)
 
 
 def _cos(start: float, end: float, pct: float) -> float:
@@ -70,6 +88,24 @@ class OneCycleOnProgress(torch.optim.lr_scheduler.LRScheduler):
                 group["betas"] = (momentum, *group["betas"][1:])
             out.append(lr)
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "progress")}
+
+
+class CosineOnProgress(torch.optim.lr_scheduler.LRScheduler):
+    """Cosine decay from the initial rate to `min_lr` on training progress, stepped every batch: the schedule of a run
+    with a step or time budget, which follows whichever budget ends the run first."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, min_lr: float, progress: Callable[[], float]):
+        self.progress = progress
+        self.min_lr = min_lr
+        self.peaks = [g["lr"] for g in optimizer.param_groups]
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        t = self.progress()
+        return [_cos(peak, self.min_lr, t) for peak in self.peaks]
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "progress")}

@@ -55,16 +55,18 @@ class OptimCfg:
 
 @dataclass
 class SchedulerCfg:
-    name: Literal["none", "cosine", "onecycle", "multistep"] = "cosine"
+    name: Literal["none", "cosine", "onecycle", "multistep", "exponential"] = "cosine"
     milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr *= gamma
-    gamma: float = rng(0.1, gt=0.0, le=1.0)  # multistep factor
+    gamma: float = rng(0.1, gt=0.0, le=1.0)  # multistep factor; exponential: lr *= gamma after every epoch
     pct_start: float = rng(0.3, gt=0.0, lt=1.0)  # onecycle warm-up share
     min_lr: float = rng(0.0, ge=0.0)  # cosine floor
 
 
 @dataclass
 class TrainerCfg:
-    epochs: int = rng(10, ge=1)
+    epochs: int = rng(10, ge=1)  # the epoch budget; max_steps / max_time may end the run earlier
+    max_steps: int | None = rng(None, ge=1)  # step budget (optimiser steps); null: none
+    max_time: float | None = rng(None, gt=0.0)  # wall-clock budget of the fit in seconds; null: none
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = rng(1, ge=1)
     strategy: str = "auto"  # Lightning strategy: auto, ddp, ...

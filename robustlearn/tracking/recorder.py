@@ -20,6 +20,10 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
 
+# Wall-clock columns of metrics.csv: the only ones that differ between two runs of one config (tests leave them out).
+TIMING_COLUMNS = ("time_s", "train_s", "train_s_total")
+
+
 class RunRecorder(Checkpoint):
     def __init__(self, run_dir: Path, save_checkpoint: bool = True):
         self.run_dir = Path(run_dir)
@@ -29,6 +33,9 @@ class RunRecorder(Checkpoint):
         self.rows: list[dict[str, Any]] = []
         self._epoch_started: float | None = None
         self._lr = math.nan
+        self._eval_s = 0.0  # this epoch's validation time, left out of train_s
+        self._eval_started: float | None = None
+        self._samples = 0  # samples trained on this epoch (host-side counts from the batches' shapes)
 
     @property
     def state_key(self) -> str:
@@ -41,12 +48,38 @@ class RunRecorder(Checkpoint):
         trainer.callback_metrics.clear()
         self._epoch_started = time.perf_counter()
         self._lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
+        self._eval_s, self._samples = 0.0, 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        trained = outputs.get("batch", batch) if isinstance(outputs, dict) else batch
+        self._samples += _batch_size(trained)
+        if 0 < trainer.max_steps <= trainer.global_step:
+            # The step budget ends the run inside an epoch: stopping through `should_stop` (as max_time does) makes
+            # Lightning validate that last, shorter epoch, so the run ends with its test accuracy and a row.
+            trainer.should_stop = True
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_started = time.perf_counter() if trainer.state.fn == "fit" else None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._eval_started is not None:
+            self._eval_s += time.perf_counter() - self._eval_started
+            self._eval_started = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         if self._epoch_started is None or any(r["epoch"] == epoch for r in self.rows):
             return
-        row: dict[str, Any] = {"epoch": epoch, "time_s": time.perf_counter() - self._epoch_started}
+        elapsed = time.perf_counter() - self._epoch_started
+        before = self.rows[-1] if self.rows else {}
+        train_s = elapsed - self._eval_s
+        # time_s: the epoch with its evaluation; train_s: without it (strategies' epoch-end work included);
+        # *_total: since the start of training, carried through a resume (the rows travel in the checkpoint).
+        row: dict[str, Any] = {"epoch": epoch, "time_s": elapsed, "train_s": train_s,
+                               "train_s_total": before.get("train_s_total", 0.0) + train_s,
+                               "samples": self._samples,
+                               "samples_total": before.get("samples_total", 0) + self._samples}
         for key, value in sorted(_epoch_metrics(trainer).items()):
             if key.endswith("_step"):
                 continue
@@ -99,6 +132,18 @@ class RunRecorder(Checkpoint):
             out.update(val_acc_best=best["val/acc"], best_epoch=best["epoch"],
                        test_acc_at_best_val=best.get("test/acc"))
         return out
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a training batch (a dict of tensors or an (x, y, index) sequence), from its shape."""
+    if isinstance(batch, dict):
+        for key in ("index", "y", "x"):
+            if key in batch:
+                return len(batch[key])
+        return 0
+    if isinstance(batch, (tuple, list)) and batch:
+        return len(batch[0])
+    return 0
 
 
 def _epoch_metrics(trainer: pl.Trainer) -> dict[str, Any]:
