@@ -21,7 +21,8 @@ class DataCfg:
     name: str = "fashion_mnist"  # registered dataset
     root: str | None = None  # folder with the files; else $ROBUSTLEARN_DATA, system paths, cache
     download: bool = True  # download (with checksum) when the files are nowhere
-    subset: int | None = rng(None, ge=1)  # train on the first N training samples
+    subset: int | None = rng(None, ge=1)  # train on the first N training samples (after `classes`)
+    classes: list[int] | None = None  # keep only these classes, relabelled 0..k-1 in this order (e.g. [0, 6])
     val_fraction: float = rng(0.1, ge=0.0, lt=1.0)  # held-out share of the (noisy) training set
     split_seed: int = 0  # seed of the train/validation split, independent of `seed`
     batch_size: int = rng(128, ge=1)

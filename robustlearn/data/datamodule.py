@@ -64,12 +64,22 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
         source = source_cls(source_cls.Params(**entry_params(d, DataCfg)))
         arrays: ArraySet = source.load(d.root, d.download)
         x, y = arrays.x_train, arrays.y_train.astype(np.int64)
+        x_test, y_test = arrays.x_test, arrays.y_test.astype(np.int64)
+        self.num_classes = arrays.num_classes
+        self.class_names = list(arrays.class_names)
+        self.other_classes_test: dict[str, torch.Tensor] | None = None  # set with data.classes (diagnostics)
+        if d.classes is not None:
+            keep = self._check_classes(list(d.classes), arrays.num_classes)
+            x, y = _keep_classes(x, y, keep)
+            other = ~np.isin(y_test, keep)
+            x_other, y_other = x_test[other], y_test[other]
+            x_test, y_test = _keep_classes(x_test, y_test, keep)
+            self.num_classes = len(keep)
+            self.class_names = [self.class_names[c] for c in keep]
         if d.subset is not None:
             if d.subset > len(y):
                 raise ConfigError(f"data.subset: {d.subset} is more than the {len(y)} training samples.", "data.subset")
             x, y = x[: d.subset], y[: d.subset]
-        self.num_classes = arrays.num_classes
-        self.class_names = list(arrays.class_names)
         self.input_shape = tuple(x.shape[1:])
         self.crop_padding = source.default_crop_padding if d.crop_padding is None else d.crop_padding
         self.hflip = source.default_hflip if d.hflip is None else d.hflip
@@ -79,6 +89,10 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
             raise ConfigError("data.crop_padding / data.hflip: augmentation needs image data.", "data.crop_padding")
 
         n = self.cfg.noise
+        if d.classes is not None and n.kind == "asymmetric":
+            raise ConfigError("noise.kind: asymmetric noise follows the dataset's own class map, which data.classes "
+                              "relabels; use symmetric, pairflip, matrix or instance noise with data.classes.",
+                              "noise.kind")
         features = (x.reshape(len(x), -1).astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
         noisy, self.noise_info = apply_noise(
             n.kind, entry_params(n, NoiseCfg), y, self.num_classes, n.rate, n.seed, features, d.name
@@ -99,10 +113,21 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
         self.splits["train"] = self._split(prep(x[train_ids]), noisy[train_ids], y[train_ids])
         if n_val:
             self.splits["val"] = self._split(prep(x[val_ids]), noisy[val_ids], y[val_ids])
-        self.splits["test"] = self._split(prep(arrays.x_test), arrays.y_test, arrays.y_test)
+        self.splits["test"] = self._split(prep(x_test), y_test, y_test)
+        if d.classes is not None and len(y_other):
+            # The left-out classes' test images, with their original labels: what a binary model calls them.
+            self.other_classes_test = {"x": prep(x_other), "y": torch.as_tensor(y_other, dtype=torch.long)}
         self.train_size = len(train_ids)
         self.loaded = True
         return self
+
+    @staticmethod
+    def _check_classes(classes: list, num_classes: int) -> list[int]:
+        ok = all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < num_classes for c in classes)
+        if not ok or len(set(classes)) != len(classes) or len(classes) < 2:
+            raise ConfigError(f"data.classes: {classes!r} must be at least two different class indices in "
+                              f"0..{num_classes - 1} (e.g. [0, 6] for T-shirt/top against shirt).", "data.classes")
+        return classes
 
     @staticmethod
     def _normalise(a: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -187,3 +212,11 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
     @property
     def val_split_names(self) -> list[str]:
         return [s for s in ("val", "test") if s in self.splits]
+
+
+def _keep_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of the classes in `keep`, relabelled to their position in it."""
+    mask = np.isin(y, keep)
+    relabel = np.full(int(y.max()) + 1, -1, dtype=np.int64)
+    relabel[keep] = np.arange(len(keep))
+    return x[mask], relabel[y[mask]]

@@ -4,7 +4,7 @@ The protocol and its shared pieces: `Strategy` (base.py), `strategy_step` (step.
 LightningModule), `PerSampleBuffer` (buffers.py), `OwnedNetwork` (owned.py), `scoring` (scoring.py).
 """
 
-from robustlearn.strategies import noisy
+from robustlearn.strategies import noisy, periods, sampling, weighting
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.diagnostics import Diagnostics
@@ -14,5 +14,5 @@ from robustlearn.strategies.owned import OwnedNetwork
 from robustlearn.strategies.scoring import scoring
 from robustlearn.strategies.step import StepPlan, strategy_step
 
-__all__ = ["Diagnostics", "GCE", "SCE", "OwnedNetwork", "PerSampleBuffer", "StepPlan", "Strategy", "noisy", "scoring",
-           "strategy_step"]
+__all__ = ["Diagnostics", "GCE", "SCE", "OwnedNetwork", "PerSampleBuffer", "StepPlan", "Strategy", "noisy", "periods",
+           "sampling", "scoring", "strategy_step", "weighting"]

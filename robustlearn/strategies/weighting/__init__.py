@@ -1,1 +1,6 @@
-"""Importance weighting: class weights and per-sample weights. One file each; see docs/methods/weighting.md."""
+"""Importance weighting: class weights and per-sample weights, and Byrd & Lipton's predicted-share measurement. One
+file each; see docs/methods/weighting.md."""
+
+from robustlearn.strategies.weighting import predicted_share
+
+__all__ = ["predicted_share"]
