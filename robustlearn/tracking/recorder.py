@@ -19,7 +19,6 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
-
 # Wall-clock columns of metrics.csv: the only ones that differ between two runs of one config (tests leave them out).
 TIMING_COLUMNS = ("time_s", "train_s", "train_s_total")
 
