@@ -1,6 +1,6 @@
 """Importance weighting: class weights and per-sample weights, and Byrd & Lipton's predicted-share measurement. One
 file each; see docs/methods/weighting.md."""
 
-from robustlearn.strategies.weighting import predicted_share
+from robustlearn.strategies.weighting import class_weights, predicted_share, sample_weights
 
-__all__ = ["predicted_share"]
+__all__ = ["class_weights", "predicted_share", "sample_weights"]
