@@ -74,6 +74,12 @@ class StrategyDataAPI:
             return loader.tensors
         return self.splits["train"]
 
+    def holdout_tensors(self) -> dict[str, torch.Tensor] | None:
+        """The validation split (`x`, `y` noisy like training, `y_clean`, `index`), not augmented, in host memory; None
+        where `data.val_fraction` is 0. For strategies that fit a model on held-out data (RHO-LOSS's irreducible
+        loss); note the same split picks the best epoch."""
+        return self.splits.get("val")
+
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The training augmentation (random crop and flip, as configured) of a batch, drawn from `generator`,
         which lives on `x.device`. Returns `x` itself where the data has no augmentation."""

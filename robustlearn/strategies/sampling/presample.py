@@ -1,0 +1,234 @@
+"""Presampling: importance sampling of the training batch by an upper bound of the gradient norm.
+
+Katharopoulos & Fleuret, "Not All Samples Are Created Equal: Deep Learning with Importance Sampling", ICML 2018,
+arXiv:1803.00942; official code github.com/idiap/importance-sampling (`ImportanceTraining`, `ModelSampler`,
+`VarianceReductionCondition`, `BiasedReweightingPolicy(k=1)`).
+
+Every step draws B = ⌊presample · b⌋ candidates uniformly with replacement (`dm.draw(B)`: augmented, on the device,
+from the datamodule's resume-exact stream), scores them without gradient with BatchNorm and dropout in eval mode
+(`scoring`), and draws the b samples to train on WITH replacement from
+
+    p_i = (s_i + smooth) / Σ_j (s_j + smooth),        weight w_i = 1 / (B p_i),
+
+so that the step's loss Σ_j w_j l_j / b (the module's reduction, `strategy_step`) is an unbiased estimate of the mean
+loss over the B candidates, itself an unbiased estimate of the mean over the training set. Scores (`score`):
+
+- `loss`: the per-sample cross-entropy.
+- `upper_bound` (the paper's, official `score="gnorm"`): ‖softmax(z) − onehot(y)‖₂, the norm of the gradient of the
+  cross-entropy with respect to the logits z, which bounds the full gradient norm up to a constant (paper, eq. 19-20).
+- `last_layer`: the exact gradient norm of the last linear layer, ‖softmax(z) − onehot(y)‖₂ · √(‖h‖² + 1), h the
+  layer's input (read by a forward hook on the network's last `nn.Linear`; without bias √‖h‖²).
+- `exact`: the norm of the full per-sample gradient (`grad_norms.per_sample_grad_sq_norms`, layer by layer, about
+  two forward passes' cost more than `upper_bound`; the paper's `full_gnorm`).
+
+Scores use the first K logits (the classes) and cross-entropy, whatever loss trains the network: the weights keep the
+estimate unbiased for any score; a loss other than cross-entropy only makes the scores less than optimal.
+
+**When sampling is on.** τ = (1 − ‖g − u‖²/‖g‖²)^(−1/2) of the normalised scores g (sum 1) against the uniform u
+(`tau.py`) estimates the variance reduction; the smoothed τ̄ ← a_τ τ̄ + (1 − a_τ) τ starts at 0 and sampling is on
+for a step while τ̄ (as it stood before the step) exceeds τ_th = (B + 3b)/(3b) (paper eq. 29; 2 for presample 3),
+off otherwise: an off step trains on the loader's own batch with weights 1, exactly as plain training. The choice
+costs no host sync: τ̄ stays on the device and both batches are built every step, one chosen by `torch.where`, so
+the step has the same shape either way. τ comes from the B candidates' scores on every step, on and off; the official
+code takes it from the presampled scores while sampling is on and from the trained batch's own scores while off —
+here the candidates are scored on every step anyway (the on/off decision is on the device), and they give the same
+estimand, sqrt(mean s²)/mean s, from B rather than b samples.
+
+Defaults, from the official code: `presample` 3 (`ImportanceTraining(presample=3.0)`, `--presample` of its
+examples); `tau_th` null = (B + 3b)/(3b) (its default, eq. 29); `a_tau` 0.9 (the condition's momentum); `smooth` 0
+(`ImportanceTraining` smooths nothing; its biased variants take an additive `smooth`, default 0, e.g. 0.05-0.5 when
+the scores are noisy); `score` `upper_bound` (its default `gnorm`).
+
+Logged per epoch: `presample/tau` (the epoch mean of τ̄ after each step) and `presample/active` (the share of steps
+that sampled).
+
+**Epochs, batch size, DDP.** The module's batch size stays b and an epoch has the loader's usual number of steps
+(N/b), as in the official code (`steps_per_epoch = N/b`); the last, smaller batch of an epoch presamples from
+⌊presample · b_last⌋ candidates. Under DDP each rank draws and scores its own candidates from its own stream (the
+datamodule's draw stream and the sampling generator are both seeded by the rank); a common candidate stream is not
+implemented.
+
+**Cost.** B eval-mode forward passes per step on top of the training step, on every step, on or off (the decision
+lives on the device): with presample 3 about one extra training step's time (a forward is about a third of a
+forward-backward); `last_layer` the same; `exact` about three more forward passes' worth. With `trainer.compile`
+the `loss` and `upper_bound` scores run the compiled network; `last_layer` and `exact` run the eager one (they need
+hooks).
+
+**Bias.** None from the sampling: the weights make the estimate unbiased (tested), with replacement as the weights
+assume. Eval-mode scores differ from the train-mode ones BatchNorm would give; the paper's code recommends layer
+normalisation instead. Reads no oracle information.
+
+When to use it: late in training, when most samples are learned and a few carry most of the gradient (τ̄ rises);
+on noisy labels it concentrates on high-loss samples, which are often the mislabelled ones — the unbiased weights
+keep their total weight, but the variance of the gradient estimate is spent there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlearn.data.gpu_loader import epoch_seed
+from robustlearn.errors import ConfigError
+from robustlearn.registry import STRATEGIES
+from robustlearn.strategies.base import Strategy
+from robustlearn.strategies.params import is_number
+from robustlearn.strategies.sampling.grad_norms import per_sample_grad_sq_norms
+from robustlearn.strategies.sampling.tau import smoothed, variance_reduction
+from robustlearn.strategies.scoring import scoring
+
+SCORES = ("loss", "upper_bound", "last_layer", "exact")
+_SALT = 7103  # the sampling generator's stream, apart from the datamodule's draw stream
+_SEED_MASK = (1 << 63) - 1
+
+
+def importance_sample(scores: torch.Tensor, b: int, smooth: float, generator: torch.Generator | None = None):
+    """Draw b of the B scored candidates with replacement, p ∝ scores + smooth, each weighted 1 / (B p).
+
+    Returns (picked positions (b,), weights (b,), p (B,)). Non-finite or negative scores count as 0; where every
+    smoothed score is 0, p is uniform. No host sync."""
+    s = scores.float()
+    s = torch.where(torch.isfinite(s), s, torch.zeros_like(s)).clamp_min(0.0) + smooth
+    total = s.sum()
+    n = s.shape[0]
+    p = torch.where(total > 0, s / total.clamp_min(torch.finfo(s.dtype).tiny), torch.full_like(s, 1.0 / n))
+    pick = torch.multinomial(p, b, replacement=True, generator=generator)
+    return pick, 1.0 / (n * p[pick]), p
+
+
+def last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
+    """The network's last registered `nn.Linear` (its name and the layer); a ConfigError where it has none."""
+    found = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ConfigError(f"presample: score last_layer needs a network whose last layer is an nn.Linear; "
+                          f"{type(net).__name__} has no nn.Linear. Use score upper_bound or exact.", "score")
+    return found[-1]
+
+
+def eager_network(module: nn.Module) -> nn.Module:
+    """The module's network without torch.compile's wrapper (hooks need the eager modules)."""
+    net = getattr(module, "net", module)
+    return getattr(net, "_orig_mod", net)
+
+
+@STRATEGIES.register("presample")
+class Presample(Strategy):
+    """Katharopoulos & Fleuret (2018): presample B = presample·b, resample b ∝ score, weights 1/(B p), on while τ̄ >
+    τ_th."""
+
+    replaces_batch = True
+    state_attrs = ("tau_bar",)
+
+    @dataclass
+    class Params:
+        score: str = "upper_bound"  # loss | upper_bound | last_layer | exact (official: gnorm = upper_bound)
+        presample: float = 3.0  # B = presample · b candidates per step, > 1 (official default 3)
+        smooth: float = 0.0  # added to every score before normalising, >= 0 (official ImportanceTraining: none)
+        tau_th: float | None = None  # sampling on while τ̄ > tau_th, >= 0; null: (B + 3b)/(3b) (paper eq. 29)
+        a_tau: float = 0.9  # momentum of τ̄, 0 <= a_tau < 1 (official: 0.9)
+
+        def __post_init__(self):
+            if self.score not in SCORES:
+                raise ConfigError(f"presample: score = {self.score!r} is not one of {', '.join(SCORES)}.", "score")
+            if not (is_number(self.presample) and self.presample > 1):
+                raise ConfigError(f"presample: presample = {self.presample!r} must be a number > 1 (B = presample · "
+                                  "b candidates per step).", "presample")
+            if not (is_number(self.smooth) and self.smooth >= 0):
+                raise ConfigError(f"presample: smooth = {self.smooth!r} must be a number >= 0.", "smooth")
+            if self.tau_th is not None and not (is_number(self.tau_th) and self.tau_th >= 0):
+                raise ConfigError(f"presample: tau_th = {self.tau_th!r} must be null or a number >= 0.", "tau_th")
+            if not (is_number(self.a_tau) and 0 <= self.a_tau < 1):
+                raise ConfigError(f"presample: a_tau = {self.a_tau!r} must be a number >= 0 and < 1.", "a_tau")
+
+    def __init__(self, params=None, position: int = 0):
+        super().__init__(params, position)
+        self.tau_bar = torch.zeros(())  # τ̄, on the training device from the first step; checkpointed
+        self.dm = None
+        self._step = 0  # step within the epoch, for the sampling generator's seed
+        self._gen: torch.Generator | None = None
+
+    @property
+    def tau_threshold(self) -> float:
+        """τ_th: the configured one, or (B + 3b)/(3b) = (presample + 3)/3."""
+        p = self.params
+        return float(p.tau_th) if p.tau_th is not None else (p.presample + 3.0) / 3.0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.dm = self.datamodule(trainer)
+        if self.params.score == "last_layer":
+            last_linear(eager_network(pl_module))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._step = 0
+
+    # ---- scores --------------------------------------------------------------------------------------------
+    def scores(self, x: torch.Tensor, y: torch.Tensor, module: nn.Module) -> torch.Tensor:
+        """The candidates' scores (B,), float32, no gradient, eval mode."""
+        kind = self.params.score
+        k = getattr(module, "num_classes", None)
+        if kind == "exact":
+            with scoring(module):  # per_sample_grad_sq_norms enables the gradient it needs itself
+                return per_sample_grad_sq_norms(eager_network(module), x, y).float().sqrt()
+        with scoring(module):
+            if kind == "last_layer":
+                net = eager_network(module)
+                name, layer = last_linear(net)
+                seen = {}
+                handle = layer.register_forward_hook(lambda m, args, out: seen.update(h=args[0], out=out))
+                try:
+                    logits = net(x)
+                finally:
+                    handle.remove()
+                if "h" not in seen or seen["out"].shape != logits.shape or seen["h"].dim() != 2:
+                    raise RuntimeError(f"presample: score last_layer needs the network's output to be its last "
+                                       f"nn.Linear's ({name!r}) output on one vector per sample; got a layer output "
+                                       f"{tuple(seen['out'].shape) if 'out' in seen else None} for logits "
+                                       f"{tuple(logits.shape)}. Use score upper_bound or exact.")
+            else:
+                logits = module(x)
+            z = logits.float()[:, :k] if k is not None else logits.float()
+            if kind == "loss":
+                return F.cross_entropy(z, y, reduction="none")
+            delta = torch.softmax(z, dim=1) - F.one_hot(y, z.shape[1]).float()
+            norm = delta.norm(dim=1)
+            if kind == "upper_bound":
+                return norm
+            h_sq = seen["h"].float().square().sum(1)
+            bias = 1.0 if layer.bias is not None and layer.bias.requires_grad else 0.0
+            return norm * torch.sqrt(h_sq + bias)
+
+    # ---- the step --------------------------------------------------------------------------------------------
+    def _generator(self, module: pl.LightningModule, device: torch.device) -> torch.Generator:
+        """The sampling generator, re-seeded from (seed, epoch, rank, step) at every step: resume-exact."""
+        trainer = module.trainer
+        seed = self.dm.cfg.seed if self.dm is not None else 0
+        base = epoch_seed(seed, trainer.current_epoch, salt=_SALT + 1000 * trainer.global_rank)
+        if self._gen is None or self._gen.device != device:
+            self._gen = torch.Generator(device=device)
+        self._gen.manual_seed(epoch_seed(base & _SEED_MASK, self._step, salt=_SALT))
+        return self._gen
+
+    def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
+        b = len(batch["y"])
+        n = max(1, int(self.params.presample * b))
+        big = self.dm.draw(n)
+        device = big["y"].device
+        s = self.scores(big["x"], big["y"], module)
+        pick, w, p = importance_sample(s, b, self.params.smooth, self._generator(module, device))
+        self._step += 1
+        tau = variance_reduction(p)  # of the sampling distribution: the smoothed, sanitised scores
+        before = self.tau_bar.to(device)
+        active = before > self.tau_threshold
+        self.tau_bar = smoothed(before, tau, self.params.a_tau)
+        out = {}
+        for key, values in big.items():
+            if key in batch:
+                out[key] = torch.where(active, values[pick], batch[key].to(device))
+        out["weight"] = torch.where(active, w, torch.ones_like(w))
+        self.log_step(module, "tau", self.tau_bar, 1)
+        self.log_step(module, "active", active.float(), 1)
+        return out
