@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 
 from robustlearn.config import load_config
 from robustlearn.runner import fit
-from robustlearn.tracking.recorder import TIMING_COLUMNS
+from robustlearn.tracking.recorder import is_timing_column
 from robustlearn.tracking.store import ResultsStore
 from tests.conftest import SMOKE
 
@@ -29,7 +29,7 @@ class StopAtEpoch(pl.Callback):
 
 def comparable_rows(run_dir) -> list[dict]:
     with open(Path(run_dir) / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if not is_timing_column(k)} for row in csv.DictReader(f)]
 
 
 KEYS = ("test_acc_last", "test_acc_at_best_val", "val_acc_best", "best_epoch", "epochs_done", "status")

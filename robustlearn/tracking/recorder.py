@@ -19,8 +19,13 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
-# Wall-clock columns of metrics.csv: the only ones that differ between two runs of one config (tests leave them out).
+# Wall-clock columns of metrics.csv: the only ones that differ between two runs of one config (tests leave them out),
+# with any strategy's column ending in "seconds" (e.g. fisher_trace/seconds).
 TIMING_COLUMNS = ("time_s", "train_s", "train_s_total")
+
+
+def is_timing_column(key: str) -> bool:
+    return key in TIMING_COLUMNS or key.endswith("seconds")
 
 
 class RunRecorder(Checkpoint):

@@ -3,11 +3,13 @@
 from robustlearn.strategies.noisy import (
     backward_correction,
     bootstrap,
+    confident_learning,
     elr,
     forward_correction,
     gce,
     imae,
     label_smoothing,
+    m_correction,
     mae,
     nce_rce,
     poly1,
@@ -17,5 +19,21 @@ from robustlearn.strategies.noisy import (
     truncated_gce,
 )
 
-__all__ = ["backward_correction", "bootstrap", "elr", "forward_correction", "gce", "imae", "label_smoothing", "mae",
-           "nce_rce", "poly1", "proselflc", "sce", "taylor_ce", "truncated_gce"]
+__all__ = [
+    "backward_correction",
+    "bootstrap",
+    "confident_learning",
+    "elr",
+    "forward_correction",
+    "gce",
+    "imae",
+    "label_smoothing",
+    "m_correction",
+    "mae",
+    "nce_rce",
+    "poly1",
+    "proselflc",
+    "sce",
+    "taylor_ce",
+    "truncated_gce",
+]
