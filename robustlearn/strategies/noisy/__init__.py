@@ -4,6 +4,8 @@ from robustlearn.strategies.noisy import (
     backward_correction,
     bootstrap,
     confident_learning,
+    coteaching,
+    coteaching_plus,
     elr,
     forward_correction,
     gce,
@@ -15,6 +17,7 @@ from robustlearn.strategies.noisy import (
     poly1,
     proselflc,
     sce,
+    small_loss,
     taylor_ce,
     truncated_gce,
 )
@@ -23,6 +26,8 @@ __all__ = [
     "backward_correction",
     "bootstrap",
     "confident_learning",
+    "coteaching",
+    "coteaching_plus",
     "elr",
     "forward_correction",
     "gce",
@@ -34,6 +39,7 @@ __all__ = [
     "poly1",
     "proselflc",
     "sce",
+    "small_loss",
     "taylor_ce",
     "truncated_gce",
 ]
