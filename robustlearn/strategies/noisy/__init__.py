@@ -1,12 +1,13 @@
-"""Noisy-label methods: robust losses, loss correction, target correction. One file each; see docs/methods/."""
+"""Noisy-label methods: robust losses, loss and target correction, sample selection, two-network and semi-supervised
+methods. One file each; see docs/methods/."""
 
 from robustlearn.strategies.noisy import (
     backward_correction,
     bootstrap,
     confident_learning,
-    dividemix,
     coteaching,
     coteaching_plus,
+    dividemix,
     elr,
     forward_correction,
     gce,
