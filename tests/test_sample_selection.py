@@ -269,7 +269,8 @@ DEFAULTS = {"forget_rate": None, "ramp_epochs": 10, "exponent": 1.0}
 def test_method_file_sets_every_parameter_at_its_default(name, tmp_path):
     defaults = {**DEFAULTS, **({"init_epoch": 1} if name == "coteaching_plus" else {})}
     data = yaml.safe_load((CONFIGS / "methods" / f"{name}.yaml").read_text())
-    assert data["method"] == name and data["strategies"] == [{"name": name, **defaults}]
+    # The YAML shortens the ramp to 3 epochs for this repository's 8-20-epoch runs; the rest is at the defaults.
+    assert data["method"] == name and data["strategies"] == [{"name": name, **defaults, "ramp_epochs": 3}]
     cls = {"small_loss": SmallLoss, "coteaching": CoTeaching, "coteaching_plus": CoTeachingPlus}[name]
     assert vars(cls.Params()) == defaults
 
@@ -283,7 +284,7 @@ def test_method_file_runs_without_host_syncs(name, tmp_path, guarded_step):  # n
     assert result["status"] == "completed", result["error"]
     assert result["method"] == name and result["oracle"] == "true noise rate"
     r = rows(result["run_dir"])
-    assert [float(x[f"{name}/forget_rate"]) for x in r] == pytest.approx([0.0, 0.4 / 9])  # ramp_epochs 10
+    assert [float(x[f"{name}/forget_rate"]) for x in r] == pytest.approx([0.0, 0.4 / 2])  # the YAML's ramp_epochs 3
     if name == "coteaching_plus":
         # measured (seed 0): 5.7 % of the samples in D' in epoch 1, and 28 % of its steps fell back to the batch
         assert r[0]["coteaching_plus/disagree"] == ""  # epoch 0 is Co-teaching (init_epoch 1)
