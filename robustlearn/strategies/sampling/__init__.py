@@ -4,9 +4,10 @@ Selective Backprop, InfoBatch, RHO-LOSS, random pruning. One file each; see docs
 from robustlearn.strategies.sampling import (
     infobatch,
     online_batch_selection,
+    presample,
     random_pruning,
     rho_loss,
     selective_backprop,
 )
 
-__all__ = ["infobatch", "online_batch_selection", "random_pruning", "rho_loss", "selective_backprop"]
+__all__ = ["infobatch", "online_batch_selection", "presample", "random_pruning", "rho_loss", "selective_backprop"]

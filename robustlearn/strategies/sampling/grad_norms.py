@@ -164,11 +164,12 @@ def _conv_input(m: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor
 def _unfold(m: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """The convolution's input patches, (B, C_in · kernel size, output positions)."""
     x, padding = _conv_input(m, x)
-    if isinstance(m, nn.Conv1d):
-        x, lift = x.unsqueeze(2), (lambda v: (1, *v))
+    if isinstance(m, nn.Conv1d):  # as a 2-d convolution of height 1
+        x, lift = x.unsqueeze(2), (lambda v, first=1: (first, *v))
     else:
-        lift = tuple
-    return F.unfold(x, lift(m.kernel_size), dilation=lift(m.dilation), padding=lift(padding), stride=lift(m.stride))
+        lift = (lambda v, first=1: tuple(v))
+    return F.unfold(x, lift(m.kernel_size), dilation=lift(m.dilation), padding=lift(padding, 0),
+                    stride=lift(m.stride))
 
 
 def _conv_weight_grads(m: nn.Conv1d | nn.Conv2d, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -315,8 +316,16 @@ def per_sample_grad_sq_norms(
         calls[name].append(c)
 
     handles = []
+    with _eval_mode(net):  # also around the per-layer rules: torch.func re-runs modules
+        out = _forward_backward(net, x, targets, owners, kinds, calls, extra_inputs, on_forward, handles, batch)
+    if per_layer:
+        return out
+    return torch.stack(list(out.values())).sum(0)
+
+
+def _forward_backward(net, x, targets, owners, kinds, calls, extra_inputs, on_forward, handles, batch):
     try:
-        with _eval_mode(net), torch.enable_grad():
+        with torch.enable_grad():
             for name, m in owners:
                 handles.append(m.register_forward_hook(
                     lambda mod, args, kwargs, out, _n=name, _k=kinds[name]: on_forward(_n, _k, mod, args, kwargs, out),
@@ -357,9 +366,7 @@ def per_sample_grad_sq_norms(
                 out[name] = _functional(m, done, name, batch, adopted.get(name)).to(dt)
             else:
                 out[name] = _RULES[kinds[name]](m, done, name, batch).to(dt)
-    if per_layer:
-        return out
-    return torch.stack(list(out.values())).sum(0)
+    return out
 
 
 def per_sample_grad_sq_norms_vmap(

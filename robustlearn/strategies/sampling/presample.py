@@ -18,8 +18,8 @@ loss over the B candidates, itself an unbiased estimate of the mean over the tra
   cross-entropy with respect to the logits z, which bounds the full gradient norm up to a constant (paper, eq. 19-20).
 - `last_layer`: the exact gradient norm of the last linear layer, ‖softmax(z) − onehot(y)‖₂ · √(‖h‖² + 1), h the
   layer's input (read by a forward hook on the network's last `nn.Linear`; without bias √‖h‖²).
-- `exact`: the norm of the full per-sample gradient (`grad_norms.per_sample_grad_sq_norms`, layer by layer, about
-  two forward passes' cost more than `upper_bound`; the paper's `full_gnorm`).
+- `exact`: the norm of the full per-sample gradient (`grad_norms.per_sample_grad_sq_norms`, layer by layer: one
+  backward pass and the per-layer terms more than `upper_bound`; the official `full_gnorm`).
 
 Scores use the first K logits (the classes) and cross-entropy, whatever loss trains the network: the weights keep the
 estimate unbiased for any score; a loss other than cross-entropy only makes the scores less than optimal.
@@ -50,7 +50,7 @@ implemented.
 
 **Cost.** B eval-mode forward passes per step on top of the training step, on every step, on or off (the decision
 lives on the device): with presample 3 about one extra training step's time (a forward is about a third of a
-forward-backward); `last_layer` the same; `exact` about three more forward passes' worth. With `trainer.compile`
+forward-backward); `last_layer` the same; `exact` a backward pass and the per-layer terms more. With `trainer.compile`
 the `loss` and `upper_bound` scores run the compiled network; `last_layer` and `exact` run the eager one (they need
 hooks).
 
@@ -96,7 +96,9 @@ def importance_sample(scores: torch.Tensor, b: int, smooth: float, generator: to
     total = s.sum()
     n = s.shape[0]
     p = torch.where(total > 0, s / total.clamp_min(torch.finfo(s.dtype).tiny), torch.full_like(s, 1.0 / n))
-    pick = torch.multinomial(p, b, replacement=True, generator=generator)
+    # torch.multinomial reads the device for one draw (its without-replacement path); two with replacement do not,
+    # and the first of two independent draws is a draw
+    pick = torch.multinomial(p, max(b, 2), replacement=True, generator=generator)[:b]
     return pick, 1.0 / (n * p[pick]), p
 
 
@@ -183,17 +185,18 @@ class Presample(Strategy):
                     logits = net(x)
                 finally:
                     handle.remove()
-                if "h" not in seen or seen["out"].shape != logits.shape or seen["h"].dim() != 2:
+                if seen.get("out") is not logits or seen["h"].dim() != 2:
                     raise RuntimeError(f"presample: score last_layer needs the network's output to be its last "
-                                       f"nn.Linear's ({name!r}) output on one vector per sample; got a layer output "
-                                       f"{tuple(seen['out'].shape) if 'out' in seen else None} for logits "
-                                       f"{tuple(logits.shape)}. Use score upper_bound or exact.")
+                                       f"nn.Linear's ({name!r}) output, on one vector per sample; this network "
+                                       "transforms it further or applies it to sequences. Use score upper_bound or "
+                                       "exact.")
             else:
                 logits = module(x)
             z = logits.float()[:, :k] if k is not None else logits.float()
             if kind == "loss":
                 return F.cross_entropy(z, y, reduction="none")
-            delta = torch.softmax(z, dim=1) - F.one_hot(y, z.shape[1]).float()
+            p = torch.softmax(z, dim=1)
+            delta = p.scatter_add(1, y[:, None], torch.full_like(p[:, :1], -1.0))  # p - onehot(y)
             norm = delta.norm(dim=1)
             if kind == "upper_bound":
                 return norm
