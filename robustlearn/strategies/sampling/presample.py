@@ -44,9 +44,10 @@ that sampled).
 
 **Epochs, batch size, DDP.** The module's batch size stays b and an epoch has the loader's usual number of steps
 (N/b), as in the official code (`steps_per_epoch = N/b`); the last, smaller batch of an epoch presamples from
-⌊presample · b_last⌋ candidates. Under DDP each rank draws and scores its own candidates from its own stream (the
-datamodule's draw stream and the sampling generator are both seeded by the rank); a common candidate stream is not
-implemented.
+⌊presample · b_last⌋ candidates. Under DDP every rank draws from one common stream (seeded by seed, epoch and step,
+not the rank): world·B candidates, of which each rank scores its own B; the scores are all-gathered, every rank draws
+the same world·b picks from them and trains on its own b, weighted 1/(world·B·p), so the gradient averaged over the
+ranks is an unbiased estimate over all world·B candidates (tested with two CPU processes).
 
 **Cost.** B eval-mode forward passes per step on top of the training step, on every step, on or off (the decision
 lives on the device): with presample 3 about one extra training step's time (a forward is about a third of a
@@ -151,7 +152,7 @@ class Presample(Strategy):
         self.tau_bar = torch.zeros(())  # τ̄, on the training device from the first step; checkpointed
         self.dm = None
         self._step = 0  # step within the epoch, for the sampling generator's seed
-        self._gen: torch.Generator | None = None
+        self._gens: dict[int, torch.Generator] = {}  # by salt: the sampling stream and, under DDP, the common ones
 
     @property
     def tau_threshold(self) -> float:
@@ -205,23 +206,47 @@ class Presample(Strategy):
             return norm * torch.sqrt(h_sq + bias)
 
     # ---- the step --------------------------------------------------------------------------------------------
-    def _generator(self, module: pl.LightningModule, device: torch.device) -> torch.Generator:
-        """The sampling generator, re-seeded from (seed, epoch, rank, step) at every step: resume-exact."""
+    def _generator(self, module: pl.LightningModule, device: torch.device, salt: int = 0,
+                   common: bool = False) -> torch.Generator:
+        """A generator re-seeded from (seed, epoch, step, salt) at every step, and the rank unless `common` (the
+        stream every rank shares under DDP): resume-exact."""
         trainer = module.trainer
         seed = self.dm.cfg.seed if self.dm is not None else 0
-        base = epoch_seed(seed, trainer.current_epoch, salt=_SALT + 1000 * trainer.global_rank)
-        if self._gen is None or self._gen.device != device:
-            self._gen = torch.Generator(device=device)
-        self._gen.manual_seed(epoch_seed(base & _SEED_MASK, self._step, salt=_SALT))
-        return self._gen
+        rank = 0 if common else getattr(trainer, "global_rank", 0)
+        base = epoch_seed(seed, trainer.current_epoch, salt=_SALT + 1000 * rank + 17 * salt)
+        gen = self._gens.get(salt)
+        if gen is None or gen.device != device:
+            gen = self._gens[salt] = torch.Generator(device=device)
+        gen.manual_seed(epoch_seed(base & _SEED_MASK, self._step, salt=_SALT))
+        return gen
+
+    def _draw_and_score(self, module: pl.LightningModule, b: int, n: int):
+        """(candidates, their scores, picked positions, weights, p). One rank: its own candidates. Under DDP: one common
+        stream of world·n candidates; each rank scores its share, the scores are all-gathered, every rank draws the
+        same world·b picks and trains on its own b of them, weighted 1/(world·n·p) (the gradient average over the
+        ranks then estimates the mean over all world·n candidates without bias)."""
+        trainer = module.trainer
+        world, rank = getattr(trainer, "world_size", 1), getattr(trainer, "global_rank", 0)
+        if world == 1:
+            big = self.dm.draw(n)
+            s = self.scores(big["x"], big["y"], module)
+            pick, w, p = importance_sample(s, b, self.params.smooth, self._generator(module, big["y"].device))
+            return big, s, pick, w, p
+        device = module.device
+        big = self.dm.draw(world * n, generator=self._generator(module, device, salt=1, common=True))
+        mine = slice(rank * n, (rank + 1) * n)
+        s_mine = self.scores(big["x"][mine], big["y"][mine], module)
+        s = trainer.strategy.all_gather(s_mine).reshape(world * n)
+        pick, w, p = importance_sample(s, world * b, self.params.smooth,
+                                       self._generator(module, device, salt=2, common=True))
+        own = slice(rank * b, (rank + 1) * b)
+        return big, s, pick[own], w[own], p
 
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
         b = len(batch["y"])
         n = max(1, int(self.params.presample * b))
-        big = self.dm.draw(n)
+        big, s, pick, w, p = self._draw_and_score(module, b, n)
         device = big["y"].device
-        s = self.scores(big["x"], big["y"], module)
-        pick, w, p = importance_sample(s, b, self.params.smooth, self._generator(module, device))
         self._step += 1
         tau = variance_reduction(p)  # of the sampling distribution: the smoothed, sanitised scores
         before = self.tau_bar.to(device)
