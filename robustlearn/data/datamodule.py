@@ -168,14 +168,14 @@ class RobustDataModule(StrategyDataAPI, pl.LightningDataModule):
         rank, world = self._rank_and_world(train)
         if d.loader == "dataloader":
             sampler = EpochSampler(len(self.splits[split]["y"]), self.cfg.seed, self._epoch, shuffle=train,
-                                   rank=rank, world_size=world)
+                                   rank=rank, world_size=world, batch_size=bs, drop_single=train)
             drop = train and self.static_batches and len(sampler) >= bs
             return DataLoader(_DictDataset(self.splits[split]), batch_size=bs, sampler=sampler, drop_last=drop,
                               num_workers=d.num_workers, pin_memory=torch.cuda.is_available())
         loader = DeviceLoader(
             dict(self.splits[split]), bs, shuffle=train, seed=self.cfg.seed, epoch_fn=self._epoch,
             crop_padding=self.crop_padding if train else 0, hflip=self.hflip if train else False,
-            rank=rank, world_size=world, drop_last=train and self.static_batches,
+            rank=rank, world_size=world, drop_last=train and self.static_batches, drop_single=train,
         )
         return loader.to(self._device())
 

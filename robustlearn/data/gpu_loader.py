@@ -61,6 +61,18 @@ def shard_size(size: int, indices: torch.Tensor | None, world_size: int) -> int:
     return math.ceil((size if indices is None else len(indices)) / world_size)
 
 
+def trained_length(per_rank: int, batch_size: int, drop_last: bool, drop_single: bool) -> int:
+    """How many of a rank's `per_rank` positions an epoch trains on: all of them, or with `drop_last` only full batches
+    (one batch shape, for compiled runs), or with `drop_single` all but a lone last sample. A last batch of one sample
+    cannot train a network with BatchNorm (it needs more than one value per channel), and pruned epochs (random
+    pruning, InfoBatch) hit that size by chance; that one sample, a random one, sits out the epoch."""
+    if drop_last and per_rank >= batch_size:
+        return per_rank - per_rank % batch_size
+    if drop_single and batch_size > 1 and per_rank > 1 and per_rank % batch_size == 1:
+        return per_rank - 1
+    return per_rank
+
+
 class DeviceLoader:
     """An iterable of batch dicts over tensors that are moved to `device` once."""
 
@@ -76,9 +88,11 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        drop_single: bool = False,
     ):
         self.tensors = tensors
         self.drop_last = drop_last  # one batch shape every step (compiled runs); never drops a whole epoch
+        self.drop_single = drop_single  # training: never a last batch of one sample (`trained_length`)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -108,12 +122,7 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         per_rank = shard_size(self.size, self.indices, self.world_size)
-        if self._dropping(per_rank):
-            return per_rank // self.batch_size
-        return math.ceil(per_rank / self.batch_size)
-
-    def _dropping(self, per_rank: int) -> bool:
-        return self.drop_last and per_rank >= self.batch_size
+        return math.ceil(trained_length(per_rank, self.batch_size, self.drop_last, self.drop_single) / self.batch_size)
 
     def _order(self, epoch: int) -> torch.Tensor:
         return epoch_order(self.size, self.indices, self.seed, epoch, self.shuffle, self.rank, self.world_size,
@@ -126,7 +135,7 @@ class DeviceLoader:
         gen = None
         if augment:
             gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, salt=1))
-        end = len(order) - len(order) % self.batch_size if self._dropping(len(order)) else len(order)
+        end = trained_length(len(order), self.batch_size, self.drop_last, self.drop_single)
         for start in range(0, end, self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = {k: v[idx] for k, v in self.tensors.items()}

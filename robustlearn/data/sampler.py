@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Sampler
 
-from robustlearn.data.gpu_loader import epoch_order, shard_size
+from robustlearn.data.gpu_loader import epoch_order, shard_size, trained_length
 
 
 class EpochSampler(Sampler[int]):
@@ -25,8 +25,11 @@ class EpochSampler(Sampler[int]):
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        batch_size: int = 1,
+        drop_single: bool = False,
     ):
         self.size = size
+        self.batch_size, self.drop_single = batch_size, drop_single  # never a last batch of one (`trained_length`)
         self.seed = seed
         self.epoch_fn = epoch_fn
         self.shuffle = shuffle
@@ -38,9 +41,10 @@ class EpochSampler(Sampler[int]):
         self.indices = None if indices is None else indices.detach().to("cpu", torch.long)
 
     def __len__(self) -> int:
-        return shard_size(self.size, self.indices, self.world_size)
+        per_rank = shard_size(self.size, self.indices, self.world_size)
+        return trained_length(per_rank, self.batch_size, False, self.drop_single)
 
     def __iter__(self) -> Iterator[int]:
         order = epoch_order(self.size, self.indices, self.seed, int(self.epoch_fn()), self.shuffle, self.rank,
                             self.world_size)
-        return iter(order.tolist())
+        return iter(order[: trained_length(len(order), self.batch_size, False, self.drop_single)].tolist())
