@@ -323,7 +323,8 @@ def test_default_threshold_is_eq_29():
     assert Presample(Presample.Params(tau_th=1.5)).tau_threshold == 1.5
 
 
-@pytest.mark.parametrize("name, score", [("presample_upper_bound", "upper_bound"), ("presample_loss", "loss")])
+@pytest.mark.parametrize("name, score", [("presample_upper_bound", "upper_bound"), ("presample_loss", "loss"),
+                                         ("presample_last_layer", "last_layer"), ("presample_exact", "exact")])
 def test_method_files_set_every_parameter_at_its_default(name, score):
     data = yaml.safe_load((CONFIGS / "methods" / f"{name}.yaml").read_text())
     assert data["method"] == name
