@@ -31,8 +31,9 @@ def training_progress(trainer: pl.Trainer | None) -> float:
     done = trainer.fit_loop.epoch_loop.batch_idx + 1
     within = done / steps if isinstance(steps, int) and steps > 0 else 0.0
     t = (trainer.current_epoch + within) / trainer.max_epochs
-    if trainer.max_steps and trainer.max_steps > 0:
-        t = max(t, trainer.global_step / trainer.max_steps)
+    max_steps = getattr(trainer, "max_steps", -1)
+    if max_steps and max_steps > 0:
+        t = max(t, trainer.global_step / max_steps)
     timer = _timer(trainer)
     if timer is not None and timer._duration:
         t = max(t, timer.time_elapsed("train") / timer._duration)
@@ -41,12 +42,12 @@ def training_progress(trainer: pl.Trainer | None) -> float:
 
 def _timer(trainer: pl.Trainer) -> Timer | None:
     """Lightning's `Timer` callback, which `Trainer(max_time=...)` adds."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    return next((cb for cb in getattr(trainer, "callbacks", ()) if isinstance(cb, Timer)), None)
 
 
 def has_budget(trainer: pl.Trainer | None) -> bool:
     """Whether a step or time budget may end the run before its epochs."""
-    return trainer is not None and ((trainer.max_steps or -1) > 0 or _timer(trainer) is not None)
+    return trainer is not None and ((getattr(trainer, "max_steps", -1) or -1) > 0 or _timer(trainer) is not None)
 
 
 def _cos(start: float, end: float, pct: float) -> float:

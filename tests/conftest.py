@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+from tests.sync_guard import guarded_step  # noqa: E402,F401  (the host-sync fixture, for every test file)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SMOKE = CONFIGS / "experiments" / "synthetic_smoke.yaml"

@@ -16,7 +16,7 @@ from robustlearn.runner import fit
 from robustlearn.strategies.noisy.confident_learning import FILTERS, ConfidentLearning
 from tests.conftest import CONFIGS
 from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, rows, smoke
-from tests.test_host_sync import _WatchStrategies, guarded_step  # noqa: F401  (fixture)
+from tests.sync_guard import _WatchStrategies
 
 NOISY = ["noise.rate=0.3", "output.save_checkpoint=false"]
 
@@ -78,7 +78,7 @@ class Capture(pl.Callback):
         self.dm = trainer.datamodule
 
 
-def test_flags_the_flipped_samples_and_drops_them(tmp_path, guarded_step):  # noqa: F811
+def test_flags_the_flipped_samples_and_drops_them(tmp_path, guarded_step):
     cap = Capture()
     cfg = smoke(tmp_path, *NOISY, "trainer.epochs=1",
                 "strategies=[{name: confident_learning, folds: 3, cv_epochs: 1}]")
@@ -102,7 +102,7 @@ def test_flags_the_flipped_samples_and_drops_them(tmp_path, guarded_step):  # no
     assert result["oracle"] is None
 
 
-def test_relabel_corrects_labels_and_trains_on_them(tmp_path, guarded_step):  # noqa: F811
+def test_relabel_corrects_labels_and_trains_on_them(tmp_path, guarded_step):
     cap = Capture()
     cfg = smoke(tmp_path, *NOISY, "trainer.epochs=1",
                 "strategies=[{name: confident_learning, action: relabel, folds: 3, cv_epochs: 1}]")

@@ -12,7 +12,7 @@ import robustlearn.strategies.sampling.rho_loss  # noqa: F401
 import robustlearn.strategies.sampling.selective_backprop  # noqa: F401
 from robustlearn.runner import fit
 from tests.protocol_helpers import Recorder, assert_resumes_exactly, fit_method, rows, smoke
-from tests.test_host_sync import _WatchStrategies, guarded_step  # noqa: F401  (the fixture)
+from tests.sync_guard import _WatchStrategies
 
 # 1800 training samples, batch 64: 29 steps per full epoch.
 
@@ -55,7 +55,7 @@ def test_infobatch_saved_steps(tmp_path):
     ("selective_backprop", "beta: 3.0"),
     ("rho_loss", "il_epochs: 2"),
 ])
-def test_composes_with_gce_without_host_sync(tmp_path, guarded_step, name, extra):  # noqa: F811
+def test_composes_with_gce_without_host_sync(tmp_path, guarded_step, name, extra):
     result = fit(smoke(tmp_path, f"strategies=[{{name: gce}}, {{name: {name}, {extra}}}]", "trainer.epochs=3"),
                  quiet=True, callbacks=[_WatchStrategies()])
     assert result["status"] == "completed", result["error"]

@@ -33,7 +33,7 @@ from robustlearn.strategies.noisy.mixmatch import (
 )
 from tests.conftest import CONFIGS, SMOKE
 from tests.protocol_helpers import Recorder, assert_bad_strategy_parameter, assert_resumes_exactly, rows
-from tests.test_host_sync import _WatchStrategies, no_host_sync
+from tests.sync_guard import _WatchStrategies, no_host_sync
 from tests.test_owned_network import _assert_same
 
 D64 = torch.float64

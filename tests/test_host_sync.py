@@ -3,67 +3,17 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from robustlearn.module import RobustClassifier
 from robustlearn.registry import STRATEGIES
 from robustlearn.runner import fit
 from robustlearn.strategies.base import Strategy
 from tests.protocol_helpers import smoke
-
-SYNCS = ("item", "__bool__", "tolist", "cpu", "numpy")
-
-
-class HostSync(AssertionError):
-    pass
-
-
-@contextlib.contextmanager
-def no_host_sync(where: str):
-    saved = {name: getattr(torch.Tensor, name) for name in SYNCS}
-
-    def refuse(name):
-        def call(self, *args, **kwargs):
-            raise HostSync(f"Tensor.{name}() in {where}")
-        return call
-
-    try:
-        for name in SYNCS:
-            setattr(torch.Tensor, name, refuse(name))
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.Tensor, name, fn)
-
-
-class _WatchStrategies(pl.Callback):
-    """Runs every strategy's on_train_batch_end under no_host_sync."""
-
-    def on_train_start(self, trainer, pl_module):
-        for s in (cb for cb in trainer.callbacks if isinstance(cb, Strategy)):
-            hook = s.on_train_batch_end
-
-            def guarded(*args, _hook=hook, _name=s.name, **kwargs):
-                with no_host_sync(f"{_name}.on_train_batch_end"):
-                    return _hook(*args, **kwargs)
-
-            s.on_train_batch_end = guarded
-
-
-@pytest.fixture
-def guarded_step(monkeypatch):
-    step = RobustClassifier.training_step
-
-    def guarded(self, batch, batch_idx):
-        with no_host_sync("training_step"):
-            return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(RobustClassifier, "training_step", guarded)
+from tests.sync_guard import _WatchStrategies
 
 
 @pytest.mark.parametrize("strategies", ["[]", "[{name: gce}]", "[{name: gce}, {name: elr}, {name: diagnostics}]"])

@@ -23,7 +23,7 @@ from robustlearn.strategies.noisy.jocor import JoCoR, joint_loss
 from robustlearn.strategies.noisy.selection import forget_rate_at, keep_count
 from tests.conftest import CONFIGS, SMOKE
 from tests.protocol_helpers import Recorder, assert_bad_strategy_parameter, assert_resumes_exactly, rows, smoke
-from tests.test_host_sync import _WatchStrategies, guarded_step  # noqa: F401  (guarded_step is a fixture)
+from tests.sync_guard import _WatchStrategies
 
 D = torch.float64
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -365,7 +365,7 @@ def test_dac_abstains_more_on_flipped_samples(tmp_path):
 
 
 @pytest.mark.parametrize("strategies", ["[{name: jocor, ramp_epochs: 1}]", "[{name: dac, learn_epochs: 0}]"])
-def test_step_makes_no_host_sync(tmp_path, guarded_step, strategies):  # noqa: F811
+def test_step_makes_no_host_sync(tmp_path, guarded_step, strategies):
     result = fit(smoke(tmp_path, f"strategies={strategies}", "trainer.epochs=1", "noise.rate=0.4", "data.n_train=400"),
                  quiet=True, callbacks=[_WatchStrategies()])
     assert result["status"] == "completed", result["error"]

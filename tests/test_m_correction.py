@@ -22,7 +22,7 @@ from robustlearn.strategies.noisy.m_correction import (
 )
 from tests.conftest import CONFIGS
 from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, rows, smoke
-from tests.test_host_sync import _WatchStrategies, guarded_step  # noqa: F401  (fixture)
+from tests.sync_guard import _WatchStrategies
 
 # softmax(log [0.2, 0.3, 0.5]) = [0.2, 0.3, 0.5]
 P = torch.log(torch.tensor([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]], dtype=torch.float64))
@@ -226,7 +226,7 @@ class Capture:
         self.callback = _Cb()
 
 
-def test_fit_logs_the_mixture_and_flags_flipped_samples_without_host_syncs(tmp_path, guarded_step):  # noqa: F811
+def test_fit_logs_the_mixture_and_flags_flipped_samples_without_host_syncs(tmp_path, guarded_step):
     cap = Capture()
     cfg = smoke(tmp_path, "noise.rate=0.3", "trainer.epochs=3", "output.save_checkpoint=false",
                 "strategies=[{name: m_correction, start_epoch: 1}]")  # with mixup (alpha 32)

@@ -25,7 +25,7 @@ from robustlearn.strategies.periods.fisher_trace import FisherTrace, estimate_fi
 from robustlearn.strategies.step import StepPlan
 from tests.conftest import CONFIGS
 from tests.protocol_helpers import assert_bad_strategy_parameter, fit_method, rows, smoke
-from tests.test_host_sync import no_host_sync
+from tests.sync_guard import no_host_sync
 from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
 
 # ---- blur against an explicit computation ----------------------------------------------------------------------------

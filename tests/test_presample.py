@@ -5,7 +5,6 @@ method files, and short fits (an off switch trains exactly like plain training; 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from types import SimpleNamespace
 
@@ -26,42 +25,8 @@ from robustlearn.strategies.sampling.tau import smoothed, variance_reduction
 from robustlearn.strategies.step import StepPlan, strategy_step
 from tests.conftest import CONFIGS, SMOKE
 from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, rows, smoke
+from tests.sync_guard import no_host_sync
 from tests.test_resume import comparable_rows
-
-SYNCS = ("item", "__bool__", "tolist", "cpu", "numpy")
-
-
-@contextlib.contextmanager
-def no_host_sync():
-    """Tensor methods that read the device raise inside (as tests/test_host_sync.py does for the module's step)."""
-    saved = {name: getattr(torch.Tensor, name) for name in SYNCS}
-
-    def refuse(name):
-        def call(self, *args, **kwargs):
-            raise AssertionError(f"Tensor.{name}() in a training step")
-        return call
-
-    try:
-        for name in SYNCS:
-            setattr(torch.Tensor, name, refuse(name))
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.Tensor, name, fn)
-
-
-@pytest.fixture
-def guarded_step(monkeypatch):
-    from robustlearn.module import RobustClassifier
-
-    step = RobustClassifier.training_step
-
-    def guarded(self, batch, batch_idx):
-        with no_host_sync():
-            return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(RobustClassifier, "training_step", guarded)
-
 
 # ---- τ -------------------------------------------------------------------------------------------------------------
 

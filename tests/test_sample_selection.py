@@ -28,7 +28,7 @@ from robustlearn.strategies.noisy.selection import forget_rate_at, keep_count
 from robustlearn.strategies.noisy.small_loss import SmallLoss
 from tests.conftest import CONFIGS, SMOKE
 from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, fit_method, rows, smoke
-from tests.test_host_sync import _WatchStrategies, guarded_step  # noqa: F401  (a fixture)
+from tests.sync_guard import _WatchStrategies
 
 NAMES = ("small_loss", "coteaching", "coteaching_plus")
 
@@ -276,7 +276,7 @@ def test_method_file_sets_every_parameter_at_its_default(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_method_file_runs_without_host_syncs(name, tmp_path, guarded_step):  # noqa: F811
+def test_method_file_runs_without_host_syncs(name, tmp_path, guarded_step):
     # two epochs: Co-teaching+ (init_epoch 1) trains one epoch as Co-teaching and one on the disagreement set; every
     # step and every strategy's on_train_batch_end run with the device reads made to raise
     _, result = fit_method(name, tmp_path, "noise.rate=0.4", "output.save_checkpoint=false",

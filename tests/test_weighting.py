@@ -5,7 +5,6 @@ each format and the bad ones refused naming the key, bad parameters refused at l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
@@ -30,28 +29,7 @@ from robustlearn.strategies.weighting.class_weights import ClassWeights, class_w
 from robustlearn.strategies.weighting.sample_weights import SampleWeights, read_weights, train_flip_mask
 from tests.conftest import SMOKE
 from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, fit_method, rows, smoke
-
-SYNCS = ("item", "__bool__", "tolist", "cpu", "numpy")  # as tests/test_host_sync.py (not imported: it registers)
-
-
-@contextlib.contextmanager
-def no_host_sync():
-    """Tensor calls that wait for the device raise inside the block."""
-    saved = {name: getattr(torch.Tensor, name) for name in SYNCS}
-
-    def refuse(name):
-        def call(self, *args, **kwargs):
-            raise AssertionError(f"Tensor.{name}() in a training step")
-        return call
-
-    try:
-        for name in SYNCS:
-            setattr(torch.Tensor, name, refuse(name))
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.Tensor, name, fn)
-
+from tests.sync_guard import no_host_sync
 
 QUIET = SimpleNamespace(log=lambda *args, **kwargs: None)  # a module for strategy_step that logs nowhere
 
