@@ -36,6 +36,10 @@ class EpochMeans:
         self._ratio.add(key)
         self._add(key, numerator.detach().float(), denominator.detach().float())
 
+    def add_sum(self, key: str, value: float) -> None:
+        """Add to a total logged as it is (e.g. seconds spent in an epoch's full passes)."""
+        self._add(key, float(value), 1.0 if key not in self._num else 0.0)
+
     def _add(self, key: str, num: torch.Tensor | float, den: torch.Tensor | float) -> None:
         if key in self._num:
             self._num[key] = self._num[key] + num

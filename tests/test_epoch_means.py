@@ -26,6 +26,23 @@ def test_a_mean_is_weighted_by_the_samples_of_each_step():
     assert _flushed(means) == {}  # reset by the flush
 
 
+def test_a_sum_is_logged_as_the_total():
+    means = EpochMeans()
+    for seconds in (0.5, 0.25, 1.0):
+        means.add_sum("full_pass_seconds", seconds)
+    means.add_mean("loss", torch.tensor(2.0), 8)
+    assert _flushed(means) == pytest.approx({"full_pass_seconds": 1.75, "loss": 2.0})
+
+
+def test_the_seconds_of_full_passes_are_logged(tmp_path):
+    import robustlearn.strategies.noisy.m_correction  # noqa: F401
+
+    result = fit(smoke(tmp_path, "trainer.epochs=2",
+                       "strategies=[{name: m_correction, start_epoch: 1, mixup_alpha: 0}]"), quiet=True)
+    seconds = [r.get("train/full_pass_seconds", "") for r in rows(result["run_dir"])]
+    assert any(s not in ("", None) and float(s) > 0 for s in seconds), seconds
+
+
 def test_a_ratio_is_logged_only_where_its_denominator_is_positive():
     means = EpochMeans()
     means.add_ratio("memorized", torch.tensor(0), torch.tensor(0))
