@@ -55,6 +55,8 @@ RATIO_MAX = 256.0
 def configured_num_classes(cfg: dict) -> int | None:
     """The number of classes the config's dataset has, where it is known before loading the data; else None."""
     data = cfg.get("data") or {}
+    if data.get("classes") is not None:  # data.classes keeps (and relabels) these classes only
+        return len(data["classes"])
     name = data.get("name")
     if name is None:
         return None
