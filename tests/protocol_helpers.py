@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -10,7 +12,7 @@ import pytorch_lightning as pl
 import tests.strategy_examples  # noqa: F401  (registers the example strategies)
 from robustlearn.config import load_config
 from robustlearn.strategies.base import Strategy
-from tests.conftest import SMOKE
+from tests.conftest import ROOT, SMOKE
 
 
 def smoke(root, *overrides):
@@ -85,3 +87,16 @@ def fit_method(name: str, root, *overrides: str, callbacks=()) -> tuple[object, 
 
     cfg = load_config(SMOKE, [f"output.root={root}", *overrides], includes=[CONFIGS / "methods" / f"{name}.yaml"])
     return cfg, fit(cfg, quiet=True, callbacks=list(callbacks))
+
+
+def fit_on_two_cpu_ranks(script: str, root: Path, *overrides: str) -> Path:
+    """Run `tests/<script> DUMP SMOKE ...` as a DDP fit over two CPU processes (gloo) with output under `root`; assert
+    it succeeded and return DUMP, where the script's callback saved what each rank saw."""
+    dump = Path(root) / "dump"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / script), str(dump), str(SMOKE), "trainer.accelerator=cpu",
+         "trainer.devices=2", "trainer.strategy=ddp", *overrides, f"output.root={root}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dump

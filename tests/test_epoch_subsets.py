@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -15,8 +13,7 @@ import torch
 from robustlearn.registry import STRATEGIES
 from robustlearn.runner import fit
 from robustlearn.strategies.base import Strategy
-from tests.conftest import ROOT, SMOKE
-from tests.protocol_helpers import Recorder, assert_resumes_exactly, rows, smoke
+from tests.protocol_helpers import Recorder, assert_resumes_exactly, fit_on_two_cpu_ranks, rows, smoke
 from tests.test_resume import comparable_rows
 
 # 1800 training samples, batch 64: 29 steps on all of them, 15 on the 900 that example_prune keeps.
@@ -97,14 +94,8 @@ def test_subset_is_checked(tmp_path):
 
 def test_ddp_ranks_share_the_kept_set_and_the_peer(tmp_path):
     """Two CPU processes: pruning from per-rank losses and a DDP-wrapped peer network."""
-    dump = tmp_path / "dump"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "ddp_protocol_fit.py"), str(dump), str(SMOKE),
-         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.epochs=3",
-         "strategies=[{name: example_prune, fraction: 0.5}, {name: example_peer}]", f"output.root={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    dump = fit_on_two_cpu_ranks("ddp_protocol_fit.py", tmp_path, "trainer.epochs=3",
+                                "strategies=[{name: example_prune, fraction: 0.5}, {name: example_peer}]")
     (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")]
     assert result["status"] == "completed" and result["epochs_done"] == 3
     ranks = [torch.load(dump / f"rank{r}.pt") for r in (0, 1)]

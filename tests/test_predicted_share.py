@@ -83,9 +83,9 @@ def test_bad_parameters_are_refused():
     assert_bad_strategy_parameter("{name: predicted_share, noise_images: 0}", "noise_images")
 
 
-def test_class_weights_count_the_classes_data_classes_keeps():
-    cfg = smoke("/tmp", "data.classes=[0,2]", "strategies=[{name: class_weights, weights: [1.0, 4.0]}]")
+def test_class_weights_count_the_classes_data_classes_keeps(tmp_path):
+    cfg = smoke(tmp_path, "data.classes=[0,2]", "strategies=[{name: class_weights, weights: [1.0, 4.0]}]")
     assert list(cfg.strategies[0].weights) == [1.0, 4.0]
     with pytest.raises(ConfigError) as err:  # one weight for each of the data set's four classes: two are kept
-        smoke("/tmp", "data.classes=[0,2]", "strategies=[{name: class_weights, weights: [1.0, 4.0, 2.0, 1.0]}]")
+        smoke(tmp_path, "data.classes=[0,2]", "strategies=[{name: class_weights, weights: [1.0, 4.0, 2.0, 1.0]}]")
     assert err.value.key == "strategies[0].weights"

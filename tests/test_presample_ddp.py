@@ -3,23 +3,14 @@ gathered scores on every rank, and every rank training on its own part of one co
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import torch
 
-from tests.conftest import ROOT, SMOKE
+from tests.protocol_helpers import fit_on_two_cpu_ranks
 
 
 def test_ranks_share_one_candidate_stream_and_its_scores(tmp_path):
-    dump = tmp_path / "dump"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "ddp_presample_fit.py"), str(dump), str(SMOKE),
-         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.epochs=1",
-         "strategies=[{name: presample, presample: 3, tau_th: 0, score: loss}]", f"output.root={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    dump = fit_on_two_cpu_ranks("ddp_presample_fit.py", tmp_path, "trainer.epochs=1",
+                                "strategies=[{name: presample, presample: 3, tau_th: 0, score: loss}]")
     rank0, rank1 = (torch.load(dump / f"rank{r}.pt") for r in (0, 1))
     assert len(rank0) == len(rank1) > 10
     for step, (a, c) in enumerate(zip(rank0, rank1, strict=True)):
