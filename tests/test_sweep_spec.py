@@ -82,6 +82,22 @@ def test_nested_grid_and_cli_overrides(tmp_path):
     assert err.value.key == "seed"
 
 
+def test_cases_move_keys_together_and_cross_the_grid(tmp_path):
+    root = make_tree(tmp_path)
+    cases = [{"noise.rate": 0.1, "trainer.epochs": 2}, {"noise": {"rate": 0.3}, "trainer.epochs": 4}]
+    path = write_sweep(root, methods=["ce"], grid={"optim.lr": [0.05, 0.01]}, cases=cases, seeds=[0])
+    runs = expand(path)
+    got = [(r.labels["optim.lr"], r.labels["noise.rate"], r.labels["trainer.epochs"]) for r in runs]
+    assert got == [(0.05, 0.1, 2), (0.05, 0.3, 4), (0.01, 0.1, 2), (0.01, 0.3, 4)]
+    cfg = yaml.safe_load(runs[1].config_yaml)
+    assert cfg["noise"]["rate"] == 0.3 and cfg["trainer"]["epochs"] == 4 and cfg["optim"]["lr"] == 0.05
+    assert cfg["tags"] == ["base", "optim.lr=0.05", "noise.rate=0.3", "trainer.epochs=4"]
+    assert list(runs[1].labels) == ["method", "optim.lr", "noise.rate", "trainer.epochs", "seed"]
+    with pytest.raises(ConfigError) as err:  # a key the cases vary cannot be overridden on the command line
+        expand(path, ["trainer.epochs=9"])
+    assert err.value.key == "trainer.epochs"
+
+
 def test_without_methods_or_seeds_the_base_decides(tmp_path):
     root = make_tree(tmp_path)
     runs = expand(write_sweep(root))
@@ -109,6 +125,12 @@ def test_missing_method_file_names_methods_and_the_file(tmp_path):
         ({"name": "bad name"}, "name"),
         ({"base": "../experiments/nope.yaml"}, "base"),
         ({"grid": {"tags": [["a"], ["b"]]}}, "grid.tags"),
+        ({"cases": {"noise.rate": 0.2}}, "cases"),
+        ({"cases": []}, "cases"),
+        ({"cases": [{"noise.rate": 0.2}, {"optim.lr": 0.1}]}, "cases[1]"),
+        ({"cases": [{"seed": 1}]}, "cases[0].seed"),
+        ({"cases": [{"noise.rate": 0.2}, {"noise.rate": 0.2}]}, "cases"),
+        ({"grid": {"noise.rate": [0.1]}, "cases": [{"noise.rate": 0.2}]}, "cases"),
     ],
 )
 def test_bad_sweep_files(tmp_path, keys, bad_key):

@@ -6,11 +6,14 @@ A sweep file names a base experiment, the methods to compare, a grid of config v
     base: ../experiments/synthetic.yaml   # experiment YAML, relative to this file
     methods: [ce, gce]                    # each merges configs/methods/<m>.yaml into the base
     grid: {noise.rate: [0.2, 0.4]}        # dotted key -> values; the cartesian product is taken
+    cases:                                # optional: points whose keys move together, crossed with the grid
+      - {strategies[0].end: 0, trainer.epochs: 40}
+      - {strategies[0].end: 20, trainer.epochs: 60}
     seeds: [0, 1, 2]
     overrides: [trainer.epochs=5]         # key=value applied to every run
     cluster: {timeout_min: 60}            # submitit parameters (backend=submitit only)
 
-Runs = seeds x grid x methods, in that nesting (all methods of seed 0 come first, so that a sweep stopped
+Runs = seeds x grid x cases x methods, in that nesting (all methods of seed 0 come first, so that a sweep stopped
 early still holds comparable results). Each run's config is loaded and validated with `robustlearn.config`;
 the whole sweep is checked before any run starts.
 """
@@ -29,7 +32,8 @@ import yaml
 from robustlearn.config import config_hash, from_dict, load_config, run_id, to_dict, to_yaml
 from robustlearn.errors import ConfigError, did_you_mean
 
-KEYS = ("name", "base", "methods", "grid", "seeds", "overrides", "cluster")
+KEYS = ("name", "base", "methods", "grid", "cases", "seeds", "overrides", "cluster")
+RESERVED = ("seed", "method", "sweep", "experiment", "tags")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -41,7 +45,7 @@ class RunSpec:
     config_hash: str
     method: str
     seed: int
-    labels: dict[str, Any]  # method, each grid key and seed -> value
+    labels: dict[str, Any]  # method, each grid and case key, and seed -> value
     overrides: tuple[str, ...]
     includes: tuple[str, ...]
     config_yaml: str  # the resolved, validated config that `fit` receives
@@ -66,6 +70,12 @@ class SweepFile:
     seeds: list[int | None]
     overrides: list[str]
     cluster: dict[str, Any] = field(default_factory=dict)
+    cases: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # [{}]: no cases
+
+    @property
+    def varied(self) -> set[str]:
+        """The dotted keys the sweep sets per run (grid and cases)."""
+        return set(self.grid) | set(self.cases[0])
 
 
 def format_value(value: Any, key: str) -> str:
@@ -142,11 +152,8 @@ def load_sweep(path: str | Path) -> SweepFile:
                 f"grid.{key} (in {path}): expected a non-empty list of values, got {values!r}.", f"grid.{key}"
             )
         _no_duplicates(values, f"grid.{key}", path)
-        if key in ("seed", "method", "sweep", "experiment", "tags"):
-            raise ConfigError(
-                f"grid.{key} (in {path}): '{key}' is set by the sweep itself; use `seeds`/`methods` instead.",
-                f"grid.{key}",
-            )
+        _not_reserved(key, f"grid.{key}", path)
+    cases = _cases(data.get("cases"), grid, path)
     seeds = data.get("seeds")
     if seeds is None:
         seeds = [None]
@@ -162,7 +169,47 @@ def load_sweep(path: str | Path) -> SweepFile:
     cluster = data.get("cluster") or {}
     if not isinstance(cluster, dict):
         raise ConfigError(f"cluster (in {path}): expected a mapping of submitit parameters.", "cluster")
-    return SweepFile(path, name, base, methods, grid, seeds, _str_list(data, "overrides", path), cluster)
+    return SweepFile(path, name, base, methods, grid, seeds, _str_list(data, "overrides", path), cluster, cases)
+
+
+def _not_reserved(key: str, where: str, path: Path) -> None:
+    if key in RESERVED:
+        raise ConfigError(
+            f"{where} (in {path}): '{key}' is set by the sweep itself; use `seeds`/`methods` instead.", where
+        )
+
+
+def _cases(raw: Any, grid: dict[str, list[Any]], path: Path) -> list[dict[str, Any]]:
+    """`cases`: a list of mappings dotted key -> value, all with the same keys, none of them a grid key."""
+    if raw is None:
+        return [{}]
+    if not isinstance(raw, list) or not raw or not all(isinstance(c, dict) and c for c in raw):
+        raise ConfigError(
+            f"cases (in {path}): expected a non-empty list of mappings dotted key -> value (one mapping per run "
+            f"variant, e.g. [{{trainer.epochs: 40, strategies[0].end: 0}}, ...]), got {raw!r}.",
+            "cases",
+        )
+    cases = [_flatten(c) for c in raw]
+    keys = list(cases[0])
+    for i, case in enumerate(cases):
+        if set(case) != set(keys):
+            raise ConfigError(
+                f"cases[{i}] (in {path}): sets {sorted(case)} but cases[0] sets {sorted(keys)}; every case must set "
+                "the same keys (a key that only some cases change belongs in each case with its base value).",
+                f"cases[{i}]",
+            )
+        for key, value in case.items():
+            _not_reserved(key, f"cases[{i}].{key}", path)
+            if isinstance(value, (list, dict)) and not value:
+                raise ConfigError(f"cases[{i}].{key} (in {path}): empty value {value!r}.", f"cases[{i}].{key}")
+    for key in keys:
+        if key in grid:
+            raise ConfigError(
+                f"cases (in {path}): {key} is also a grid key; a key is varied either by the grid or by the cases.",
+                "cases",
+            )
+    _no_duplicates(cases, "cases", path)
+    return cases
 
 
 def configs_dir(base: Path) -> Path | None:
@@ -194,7 +241,7 @@ def expand_sweep(sweep: SweepFile, overrides: Sequence[str] = ()) -> list[RunSpe
     """All runs of `sweep`, each loaded and validated; raises ConfigError before anything runs."""
     for item in overrides:
         key = _override_key(item)
-        if key in sweep.grid or (key == "seed" and sweep.seeds != [None]):
+        if key in sweep.varied or (key == "seed" and sweep.seeds != [None]):
             raise ConfigError(
                 f"override '{item}': {key} is varied by the sweep ({sweep.path}); change it there instead.",
                 key,
@@ -204,8 +251,9 @@ def expand_sweep(sweep: SweepFile, overrides: Sequence[str] = ()) -> list[RunSpe
     specs: list[RunSpec] = []
     by_hash: dict[str, RunSpec] = {}
     for seed in sweep.seeds:
-        for point in itertools.product(*(sweep.grid[k] for k in keys)):
+        for point, case in itertools.product(itertools.product(*(sweep.grid[k] for k in keys)), sweep.cases):
             grid_items = [f"{k}={format_value(v, f'grid.{k}')}" for k, v in zip(keys, point)]
+            grid_items += [f"{k}={format_value(v, f'cases.{k}')}" for k, v in case.items()]
             for method in sweep.methods:
                 run_overrides = [
                     *sweep.overrides,
@@ -220,7 +268,7 @@ def expand_sweep(sweep: SweepFile, overrides: Sequence[str] = ()) -> list[RunSpe
                 data["experiment"] = sweep.name
                 data["tags"] = [*data.get("tags", []), *grid_items]
                 cfg = from_dict(data)
-                labels = {"method": cfg.method, **dict(zip(keys, point)), "seed": cfg.seed}
+                labels = {"method": cfg.method, **dict(zip(keys, point)), **case, "seed": cfg.seed}
                 spec = RunSpec(
                     run_id=run_id(cfg),
                     config_hash=config_hash(cfg),
