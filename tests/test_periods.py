@@ -132,6 +132,11 @@ def test_window_predicate_edges():
     assert [d.active(epoch=0, step=s) for s in range(7)] == [False, False, False, True, True, False, False]
     d = Deficit(Deficit.Params(start=0, end=1))
     assert [d.active(epoch=e, step=0) for e in range(3)] == [True, False, False]
+    d = Deficit(Deficit.Params(start=0, end=0))  # the empty window of a sweep's control run
+    assert not any(d.active(epoch=e, step=e) for e in range(3))
+    d = Deficit(Deficit.Params(start=5, end=5))  # empty, and allowed past the end of training
+    Deficit.check_config(d.params, {"trainer": {"epochs": 2, "max_steps": None}})
+    assert not any(d.active(epoch=e, step=e) for e in range(8))
 
 
 def test_vflip_noise_and_label_permutation_transforms():
@@ -391,7 +396,7 @@ def test_no_host_sync_in_the_steps(tmp_path, monkeypatch):
     ("{name: deficit, unit: batches}", "unit"),
     ("{name: deficit, start: -1}", "start"),
     ("{name: deficit, start: 1.5}", "start"),
-    ("{name: deficit, start: 1, end: 1}", "end"),
+    ("{name: deficit, start: 2, end: 1}", "end"),
     ("{name: deficit, factor: 1}", "factor"),
     ("{name: deficit, factor: true}", "factor"),
     ("{name: deficit, start: 2, end: 5}", "start"),  # smoke: trainer.epochs = 2, the window would never open

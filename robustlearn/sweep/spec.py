@@ -7,8 +7,8 @@ A sweep file names a base experiment, the methods to compare, a grid of config v
     methods: [ce, gce]                    # each merges configs/methods/<m>.yaml into the base
     grid: {noise.rate: [0.2, 0.4]}        # dotted key -> values; the cartesian product is taken
     cases:                                # optional: points whose keys move together, crossed with the grid
-      - {strategies[0].end: 0, trainer.epochs: 40}
-      - {strategies[0].end: 20, trainer.epochs: 60}
+      - {"strategies[0].end": 0, trainer.epochs: 40}
+      - {"strategies[0].end": 20, trainer.epochs: 60}
     seeds: [0, 1, 2]
     overrides: [trainer.epochs=5]         # key=value applied to every run
     cluster: {timeout_min: 60}            # submitit parameters (backend=submitit only)
@@ -186,7 +186,7 @@ def _cases(raw: Any, grid: dict[str, list[Any]], path: Path) -> list[dict[str, A
     if not isinstance(raw, list) or not raw or not all(isinstance(c, dict) and c for c in raw):
         raise ConfigError(
             f"cases (in {path}): expected a non-empty list of mappings dotted key -> value (one mapping per run "
-            f"variant, e.g. [{{trainer.epochs: 40, strategies[0].end: 0}}, ...]), got {raw!r}.",
+            f"variant, e.g. [{{'strategies[0].end': 0, trainer.epochs: 40}}, ...]), got {raw!r}.",
             "cases",
         )
     cases = [_flatten(c) for c in raw]

@@ -10,7 +10,8 @@ batch, is left as it is:
                                                             i.e. the optimiser steps already taken, from 0)
 
 So `start: 0, end: 40` is the paper's "deficit removed at epoch 40": epochs 0..39 train with the deficit, epoch 40 is
-the first clean one. Kinds (`kind:`):
+the first clean one. `end = start` is the empty window, a run without deficit: the N = 0 control of a sweep over the
+window's end (configs/sweeps/critical_periods_cpu.yaml). Kinds (`kind:`):
 
 - `blur`: x ↦ up(down(x)), down = bilinear resize to (⌊H/factor⌋, ⌊W/factor⌋) with antialiasing
   (`F.interpolate(..., mode="bilinear", antialias=True, align_corners=False)`), up = bilinear resize back to (H, W)
@@ -114,7 +115,7 @@ class Deficit(Strategy):
     class Params:
         kind: str = "blur"  # blur, vflip, noise or label_permutation
         start: int = 0  # first epoch (or step) of the window, included, counted from 0
-        end: int = 4  # first epoch (or step) after the window, excluded; > start
+        end: int = 4  # first epoch (or step) after the window, excluded; >= start (= start: no deficit)
         unit: str = "epochs"  # epochs (trainer.current_epoch) or steps (trainer.global_step)
         factor: int = 4  # blur: downsampling factor, >= 2 (paper: 32 -> 8 on CIFAR, factor 4)
 
@@ -125,9 +126,9 @@ class Deficit(Strategy):
                 raise ConfigError(f"deficit: unit = {self.unit!r} is not one of {', '.join(UNITS)}.", "unit")
             if not (is_whole(self.start) and self.start >= 0):
                 raise ConfigError(f"deficit: start = {self.start!r} must be an integer >= 0.", "start")
-            if not (is_whole(self.end) and self.end > self.start):
-                raise ConfigError(f"deficit: end = {self.end!r} must be an integer > start = {self.start!r} "
-                                  "(the window [start, end) would be empty).", "end")
+            if not (is_whole(self.end) and self.end >= self.start):
+                raise ConfigError(f"deficit: end = {self.end!r} must be an integer >= start = {self.start!r} "
+                                  "(end = start is the empty window: no deficit).", "end")
             if not (is_whole(self.factor) and self.factor >= 2):
                 raise ConfigError(f"deficit: factor = {self.factor!r} must be an integer >= 2.", "factor")
 
@@ -149,6 +150,8 @@ class Deficit(Strategy):
     @classmethod
     def check_config(cls, params, cfg: dict) -> None:
         trainer = cfg["trainer"]
+        if params.end == params.start:
+            return  # the empty window: a control run without deficit
         if params.unit == "epochs" and params.start >= trainer["epochs"]:
             raise ConfigError(
                 f"start = {params.start} is not below trainer.epochs = {trainer['epochs']}: no epoch would train with "

@@ -1,0 +1,134 @@
+"""Achille et al. 2019 from a sweep's runs: final test accuracy against the deficit window, and the Fisher trace.
+
+    robustlearn sweep configs/sweeps/critical_periods_cpu.yaml --workers 2
+    python benchmarks/critical_periods.py --results runs/critical_periods_cpu/results.sqlite \
+        --out docs/reproductions/critical_periods_cpu
+
+Runs are told apart by the sweep's case tags `strategies[0].kind`, `.start` and `.end` (the deficit's kind and its
+window [start, end) in epochs; end = start is the control without deficit). Writes `<out>.md`, one row per window:
+seeds, final test accuracy (last epoch, mean ± standard deviation over seeds), its difference to the control, and the
+epoch where the mean Fisher trace peaks; and `<out>.png`: the final accuracy against the end of the window (deficits
+from epoch 0 as a line, late windows and other kinds as points) beside the Fisher trace over training per window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from robustlearn.leaderboard.curves import mean_series, peak_and_end, read_columns, tag_value  # noqa: E402
+from robustlearn.tracking.store import ResultsStore  # noqa: E402
+
+KEYS = ("strategies[0].kind", "strategies[0].start", "strategies[0].end")
+COLUMNS = ("test/acc", "fisher_trace/total")
+
+
+def windows(rows: list[dict]) -> dict[tuple[str, int, int], list[dict[str, list]]]:
+    """(kind, start, end) -> per completed run, its test accuracy and Fisher trace series."""
+    out: dict[tuple[str, int, int], list[dict[str, list]]] = {}
+    for row in rows:
+        if row.get("status") != "completed":
+            continue
+        kind, start, end = (tag_value(row.get("tags") or [], k) for k in KEYS)
+        if None in (kind, start, end):
+            continue
+        out.setdefault((str(kind), int(start), int(end)), []).append(read_columns(row["run_dir"], COLUMNS))
+    return out
+
+
+def label(kind: str, start: int, end: int) -> str:
+    return "no deficit" if start == end else f"{kind} [{start}, {end})"
+
+
+def summary(found: dict[tuple[str, int, int], list[dict[str, list]]]) -> list[dict]:
+    finals = {w: [r["test/acc"][-1][1] for r in runs if r["test/acc"]] for w, runs in found.items()}
+    control = [v for (_, s, e), vals in finals.items() if s == e for v in vals]
+    base = statistics.mean(control) if control else math.nan
+    table = []
+    for w in sorted(found, key=lambda w: (w[1] != w[2], w[0], w[1], w[2])):
+        vals = finals[w]
+        fisher = peak_and_end(mean_series([r["fisher_trace/total"] for r in found[w]]))
+        mean = statistics.mean(vals) if vals else math.nan
+        table.append({"window": label(*w), "kind": w[0], "start": w[1], "end": w[2], "seeds": len(vals),
+                      "final_acc": mean, "std": statistics.stdev(vals) if len(vals) > 1 else math.nan,
+                      "delta": mean - base, "fisher_peak_epoch": fisher["peak_epoch"]})
+    return table
+
+
+def markdown(table: list[dict]) -> str:
+    lines = ["| deficit window (epochs) | seeds | final test acc (%) | vs no deficit (points) | Fisher trace peaks at "
+             "epoch |", "|---|---:|---:|---:|---:|"]
+    for r in table:
+        std = "" if math.isnan(r["std"]) else f" ± {100 * r['std']:.2f}"
+        lines.append(f"| {r['window']} | {r['seeds']} | {100 * r['final_acc']:.2f}{std} | {100 * r['delta']:+.2f} "
+                     f"| {r['fisher_peak_epoch']} |")
+    return "\n".join(lines)
+
+
+def plot(found: dict[tuple[str, int, int], list[dict[str, list]]], table: list[dict], title: str) -> bytes:
+    fig = Figure(figsize=(12, 4.4))
+    left, right = fig.subplots(1, 2)
+    early = [r for r in table if r["kind"] == "blur" and r["start"] == 0]
+    early.sort(key=lambda r: r["end"])
+    left.errorbar([r["end"] for r in early], [100 * r["final_acc"] for r in early],
+                  yerr=[0 if math.isnan(r["std"]) else 100 * r["std"] for r in early], marker="o", capsize=3,
+                  label="blur from epoch 0 to N")
+    for i, r in enumerate(x for x in table if x not in early):
+        left.errorbar([r["end"]], [100 * r["final_acc"]], yerr=[0 if math.isnan(r["std"]) else 100 * r["std"]],
+                      marker="s^Dv"[i % 4], capsize=3, linestyle="none", color=f"C{i + 1}", label=r["window"])
+    left.set_xlabel("end of the deficit window N (epoch), then 20 clean epochs")
+    left.set_ylabel("final test accuracy (%)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    for i, w in enumerate(sorted(found, key=lambda w: (w[0], w[1], w[2]))):
+        series = mean_series([r["fisher_trace/total"] for r in found[w]])
+        if series:
+            right.plot([e for e, _ in series], [v for _, v in series], color=f"C{i % 10}", linewidth=1.0,
+                       label=label(*w))
+            if w[2] > w[1]:
+                right.axvspan(w[1], w[2], color=f"C{i % 10}", alpha=0.06)
+    right.set_yscale("log")
+    right.set_xlabel("epoch")
+    right.set_ylabel("trace of the Fisher information")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    fig.suptitle(title)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", required=True, help="results.sqlite of the sweep")
+    p.add_argument("--where", nargs="*", default=[], help="column=value filters, e.g. sweep=critical_periods_cpu")
+    p.add_argument("--out", required=True, help="path stem of the table (.md) and the plot (.png)")
+    a = p.parse_args()
+    if not Path(a.results).is_file():
+        sys.exit(f"critical_periods: results file '{a.results}' not found.")
+    where = dict(item.split("=", 1) for item in a.where)
+    found = windows(ResultsStore(a.results).rows(where))
+    if not found:
+        sys.exit(f"critical_periods: no completed runs tagged {', '.join(KEYS)} in '{a.results}'.")
+    table = summary(found)
+    text = markdown(table)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text + "\n")
+    out.with_suffix(".png").write_bytes(plot(found, table, "Critical periods on Fashion-MNIST: blur deficit"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Per-epoch curves of the runs of a sweep, grouped by method and by the value of one varied key.
+
+The reproductions compare curves rather than final numbers: the share of images predicted as the up-weighted class
+against the epoch, one curve per class-weight ratio (Byrd & Lipton), or the Fisher trace against the epoch, one
+curve per deficit length (Achille et al.). A sweep labels every run with one `key=value` tag per grid or case key;
+`group` reads those tags back, `read_columns` reads a run's `metrics.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import yaml
+
+Series = list[tuple[int, float]]  # (epoch, value), epochs where the column is empty left out
+
+
+def tag_value(tags: Iterable[str], key: str):
+    """The value of the `key=value` tag a sweep set for `key` (read back as YAML), or None."""
+    for tag in tags:
+        name, sep, text = tag.partition("=")
+        if sep and name == key:
+            return yaml.safe_load(text)
+    return None
+
+
+def read_columns(run_dir: str | Path, columns: Sequence[str]) -> dict[str, Series]:
+    """`columns` of `<run_dir>/metrics.csv` as (epoch, value) series; a missing file or column gives empty series."""
+    out: dict[str, Series] = {c: [] for c in columns}
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return out
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            for c in columns:
+                text = row.get(c)
+                if text not in (None, "") and row.get("epoch") not in (None, ""):
+                    out[c].append((int(float(row["epoch"])), float(text)))
+    return out
+
+
+def group(rows: Iterable[dict], key: str) -> dict[tuple[str, object], list[str]]:
+    """Completed runs by (method, value of the `key` tag): their run folders, in the store's order."""
+    out: dict[tuple[str, object], list[str]] = {}
+    for row in rows:
+        if row.get("status") != "completed":
+            continue
+        value = tag_value(row.get("tags") or [], key)
+        out.setdefault((row["method"], value), []).append(row["run_dir"])
+    return out
+
+
+def mean_series(runs: Sequence[Series]) -> Series:
+    """The mean over runs at each epoch that every run has."""
+    if not runs:
+        return []
+    common = set.intersection(*({e for e, _ in r} for r in runs))
+    by_run = [dict(r) for r in runs]
+    return [(e, statistics.mean(r[e] for r in by_run)) for e in sorted(common)]
+
+
+def spread(curves: Sequence[Series], smooth: int = 1) -> Series:
+    """Per epoch, the largest minus the smallest value across `curves` (epochs all curves have), each curve first
+    averaged over a trailing window of `smooth` epochs (1: as logged)."""
+    if not curves:
+        return []
+    smoothed = [dict(trailing_mean(c, smooth)) for c in curves]
+    common = sorted(set.intersection(*(set(c) for c in smoothed)))
+    return [(e, max(c[e] for c in smoothed) - min(c[e] for c in smoothed)) for e in common]
+
+
+def trailing_mean(series: Series, window: int) -> Series:
+    """Each value replaced by the mean of itself and the window - 1 values before it (fewer at the start)."""
+    if window < 1:
+        raise ValueError(f"window = {window} must be >= 1")
+    values = [v for _, v in series]
+    return [(e, statistics.mean(values[max(0, i - window + 1): i + 1])) for i, (e, _) in enumerate(series)]
+
+
+def peak_and_end(series: Series) -> dict[str, float]:
+    """The largest value, its epoch, and the last value of a series (nan where it is empty)."""
+    if not series:
+        return {"peak": math.nan, "peak_epoch": math.nan, "end": math.nan, "end_epoch": math.nan}
+    epoch, value = max(series, key=lambda ev: ev[1])
+    return {"peak": value, "peak_epoch": epoch, "end": series[-1][1], "end_epoch": series[-1][0]}
