@@ -45,29 +45,44 @@ def curves(rows: list[dict], key: str) -> dict[str, dict[float, dict[str, list]]
     return out
 
 
+CHECKPOINTS = (10, 25, 50, 100)  # epochs where the table reads the spread
+
+
 def summary(found: dict[str, dict[float, dict[str, list]]], smooth: int) -> list[dict]:
-    """Per variant: the in-pair spread between ratios at its peak and at the end, and the training accuracy."""
+    """Per variant: the in-pair spread between ratios at its peak, at a few epochs and at the end, the first epoch
+    where every ratio's training accuracy is 100 %, and the accuracies at the end."""
     table = []
     for method, by_ratio in found.items():
-        s = peak_and_end(spread([c["predicted_share/in_class_test"] for c in by_ratio.values()], smooth))
+        curve = spread([c["predicted_share/in_class_test"] for c in by_ratio.values()], smooth)
+        s = peak_and_end(curve)
+        at = dict(curve)
+        other = spread([c["predicted_share/other_classes"] for c in by_ratio.values()], smooth)
+        fitted = [next((e for e, v in c["train/acc"] if v >= 1.0), math.inf) for c in by_ratio.values()]
         last_train = [c["train/acc"][-1][1] for c in by_ratio.values() if c["train/acc"]]
         last_test = [c["test/acc"][-1][1] for c in by_ratio.values() if c["test/acc"]]
         table.append({"variant": method, "ratios": len(by_ratio), **s,
+                      "at": {e: at.get(e, math.nan) for e in CHECKPOINTS},
+                      "fitted_epoch": max(fitted, default=math.inf), "other_end": other[-1][1] if other else math.nan,
                       "min_train_acc": min(last_train, default=math.nan),
                       "mean_test_acc": sum(last_test) / len(last_test) if last_test else math.nan})
     return table
 
 
 def markdown(table: list[dict], smooth: int) -> str:
-    lines = ["| variant | ratios | peak spread (epoch) | final spread (epoch) | final / peak | lowest final train acc "
-             "| mean final test acc |", "|---|---:|---:|---:|---:|---:|---:|"]
+    at = " | ".join(f"epoch {e}" for e in CHECKPOINTS)
+    lines = [f"| variant | ratios | peak spread (epoch) | {at} | end (epoch) | end / peak | end, other classes "
+             "| training set fitted at epoch | lowest final train acc | mean final test acc |",
+             "|---|---:|---:|" + "---:|" * len(CHECKPOINTS) + "---:|---:|---:|---:|---:|---:|"]
     for r in table:
         ratio = r["end"] / r["peak"] if r["peak"] else math.nan
-        lines.append(f"| {r['variant']} | {r['ratios']} | {r['peak']:.3f} ({r['peak_epoch']}) | {r['end']:.3f} "
-                     f"({r['end_epoch']}) | {ratio:.2f} | {100 * r['min_train_acc']:.1f} % "
-                     f"| {100 * r['mean_test_acc']:.1f} % |")
-    lines.append(f"\nSpread: the largest minus the smallest share of in-pair test images predicted as the up-weighted "
-                 f"class, across ratios, each curve first averaged over a trailing window of {smooth} epochs.")
+        values = " | ".join(f"{r['at'][e]:.3f}" for e in CHECKPOINTS)
+        fitted = "never" if math.isinf(r["fitted_epoch"]) else str(r["fitted_epoch"])
+        lines.append(f"| {r['variant']} | {r['ratios']} | {r['peak']:.3f} ({r['peak_epoch']}) | {values} "
+                     f"| {r['end']:.3f} ({r['end_epoch']}) | {ratio:.2f} | {r['other_end']:.3f} | {fitted} "
+                     f"| {100 * r['min_train_acc']:.1f} % | {100 * r['mean_test_acc']:.1f} % |")
+    lines.append(f"\nSpread: the largest minus the smallest share of in-pair test images (\"end, other classes\": of "
+                 f"the other classes' test images) predicted as the up-weighted class, across ratios, each curve first "
+                 f"averaged over a trailing window of {smooth} epochs.")
     return "\n".join(lines)
 
 

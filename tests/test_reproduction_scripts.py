@@ -41,7 +41,10 @@ def test_byrd_lipton_spread_peaks_then_shrinks(tmp_path):
     assert row["peak"] == pytest.approx(0.8) and row["peak_epoch"] == 1
     assert row["end"] == pytest.approx(0.2) and row["end_epoch"] == 3
     assert row["min_train_acc"] == 1.0 and row["mean_test_acc"] == pytest.approx(0.8)
-    assert "| plain | 3 | 0.800 (1) | 0.200 (3) | 0.25 | 100.0 % | 80.0 % |" in bl.markdown([row], 1)
+    assert row["fitted_epoch"] == 2 and row["at"][10] != row["at"][10]  # nan: the runs stop at epoch 3
+    assert row["other_end"] == pytest.approx(0.2)
+    assert "| plain | 3 | 0.800 (1) | nan | nan | nan | nan | 0.200 (3) | 0.25 | 0.200 | 2 | 100.0 % | 80.0 % |" \
+        in bl.markdown([row], 1)
     assert bl.plot(found, "t")[:8] == b"\x89PNG\r\n\x1a\n"
 
 
