@@ -4,11 +4,13 @@
     python benchmarks/critical_periods.py --results runs/critical_periods_cpu/results.sqlite \
         --out docs/reproductions/critical_periods_cpu
 
-Runs are told apart by the sweep's case tags `strategies[0].kind`, `.start` and `.end` (the deficit's kind and its
-window [start, end) in epochs; end = start is the control without deficit). Writes `<out>.md`, one row per window:
-seeds, final test accuracy (last epoch, mean ± standard deviation over seeds), its difference to the control, and the
-epoch where the mean Fisher trace peaks; and `<out>.png`: the final accuracy against the end of the window (deficits
-from epoch 0 as a line, late windows and other kinds as points) beside the Fisher trace over training per window.
+Runs are told apart by the sweep's case tags `strategies[0].kind`, `.start`, `.end` and `trainer.epochs` (the
+deficit's kind, its window [start, end) in epochs, the run's length; end = start is a run without deficit). Writes
+`<out>.md`, one row per window and length: seeds, final test accuracy (last epoch, mean ± standard deviation over
+seeds), its difference to the run without deficit of the same length (the learning rate decays every epoch, so only
+runs of equal length end at the same rate), and the epoch where the mean Fisher trace peaks; and `<out>.png`: the
+final accuracy against the end of the window (deficits from epoch 0 and the runs without deficit of the same length
+as lines, late windows and other kinds as points) beside the Fisher trace over training per window.
 """
 
 from __future__ import annotations
@@ -29,68 +31,76 @@ from matplotlib.figure import Figure  # noqa: E402
 from robustlearn.leaderboard.curves import mean_series, peak_and_end, read_columns, tag_value  # noqa: E402
 from robustlearn.tracking.store import ResultsStore  # noqa: E402
 
-KEYS = ("strategies[0].kind", "strategies[0].start", "strategies[0].end")
+KEYS = ("strategies[0].kind", "strategies[0].start", "strategies[0].end", "trainer.epochs")
+CLEAN_AFTER = 20  # clean epochs after the deficit in the sweep: a run without deficit of E epochs sits at N = E - 20
 COLUMNS = ("test/acc", "fisher_trace/total")
 
 
-def windows(rows: list[dict]) -> dict[tuple[str, int, int], list[dict[str, list]]]:
-    """(kind, start, end) -> per completed run, its test accuracy and Fisher trace series."""
-    out: dict[tuple[str, int, int], list[dict[str, list]]] = {}
+Window = tuple[str, int, int, int]  # kind, start, end, epochs
+
+
+def windows(rows: list[dict]) -> dict[Window, list[dict[str, list]]]:
+    """(kind, start, end, epochs) -> per completed run, its test accuracy and Fisher trace series."""
+    out: dict[Window, list[dict[str, list]]] = {}
     for row in rows:
         if row.get("status") != "completed":
             continue
-        kind, start, end = (tag_value(row.get("tags") or [], k) for k in KEYS)
-        if None in (kind, start, end):
+        kind, start, end, epochs = (tag_value(row.get("tags") or [], k) for k in KEYS)
+        if None in (kind, start, end, epochs):
             continue
-        out.setdefault((str(kind), int(start), int(end)), []).append(read_columns(row["run_dir"], COLUMNS))
+        key = ("none" if start == end else str(kind), int(start), int(end) if start != end else int(start), int(epochs))
+        out.setdefault(key, []).append(read_columns(row["run_dir"], COLUMNS))
     return out
 
 
-def label(kind: str, start: int, end: int) -> str:
-    return "no deficit" if start == end else f"{kind} [{start}, {end})"
+def label(kind: str, start: int, end: int, epochs: int) -> str:
+    return f"no deficit, {epochs} epochs" if kind == "none" else f"{kind} [{start}, {end}), {epochs} epochs"
 
 
-def summary(found: dict[tuple[str, int, int], list[dict[str, list]]]) -> list[dict]:
+def summary(found: dict[Window, list[dict[str, list]]]) -> list[dict]:
     finals = {w: [r["test/acc"][-1][1] for r in runs if r["test/acc"]] for w, runs in found.items()}
-    control = [v for (_, s, e), vals in finals.items() if s == e for v in vals]
-    base = statistics.mean(control) if control else math.nan
+    control = {w[3]: statistics.mean(v) for w, v in finals.items() if w[0] == "none" and v}
     table = []
-    for w in sorted(found, key=lambda w: (w[1] != w[2], w[0], w[1], w[2])):
+    for w in sorted(found, key=lambda w: (w[0] != "none", w[0], w[1], w[2], w[3])):
         vals = finals[w]
         fisher = peak_and_end(mean_series([r["fisher_trace/total"] for r in found[w]]))
         mean = statistics.mean(vals) if vals else math.nan
-        table.append({"window": label(*w), "kind": w[0], "start": w[1], "end": w[2], "seeds": len(vals),
-                      "final_acc": mean, "std": statistics.stdev(vals) if len(vals) > 1 else math.nan,
-                      "delta": mean - base, "fisher_peak_epoch": fisher["peak_epoch"]})
+        std = statistics.stdev(vals) if len(vals) > 1 else math.nan
+        table.append({"window": label(*w), "kind": w[0], "start": w[1], "end": w[2], "epochs": w[3],
+                      "seeds": len(vals), "final_acc": mean, "std": std,
+                      "delta": mean - control.get(w[3], math.nan), "fisher_peak_epoch": fisher["peak_epoch"]})
     return table
 
 
 def markdown(table: list[dict]) -> str:
-    lines = ["| deficit window (epochs) | seeds | final test acc (%) | vs no deficit (points) | Fisher trace peaks at "
-             "epoch |", "|---|---:|---:|---:|---:|"]
+    lines = ["| deficit window, run length | seeds | final test acc (%) | vs no deficit of the same length (points) "
+             "| Fisher trace peaks at epoch |", "|---|---:|---:|---:|---:|"]
     for r in table:
         std = "" if math.isnan(r["std"]) else f" ± {100 * r['std']:.2f}"
-        lines.append(f"| {r['window']} | {r['seeds']} | {100 * r['final_acc']:.2f}{std} | {100 * r['delta']:+.2f} "
+        delta = "–" if math.isnan(r["delta"]) else f"{100 * r['delta']:+.2f}"
+        lines.append(f"| {r['window']} | {r['seeds']} | {100 * r['final_acc']:.2f}{std} | {delta} "
                      f"| {r['fisher_peak_epoch']} |")
     return "\n".join(lines)
 
 
-def plot(found: dict[tuple[str, int, int], list[dict[str, list]]], table: list[dict], title: str) -> bytes:
+def plot(found: dict[Window, list[dict[str, list]]], table: list[dict], title: str) -> bytes:
     fig = Figure(figsize=(12, 4.4))
     left, right = fig.subplots(1, 2)
-    early = [r for r in table if r["kind"] == "blur" and r["start"] == 0]
-    early.sort(key=lambda r: r["end"])
-    left.errorbar([r["end"] for r in early], [100 * r["final_acc"] for r in early],
-                  yerr=[0 if math.isnan(r["std"]) else 100 * r["std"] for r in early], marker="o", capsize=3,
-                  label="blur from epoch 0 to N")
-    for i, r in enumerate(x for x in table if x not in early):
+    early = sorted((r for r in table if r["kind"] == "blur" and r["start"] == 0), key=lambda r: r["end"])
+    clean = sorted((r for r in table if r["kind"] == "none"), key=lambda r: r["epochs"])
+    for rs, name, style in ((early, "blur from epoch 0 to N", "o-"), (clean, "no deficit, N + 20 epochs", "x--")):
+        left.errorbar([r["epochs"] - CLEAN_AFTER for r in rs], [100 * r["final_acc"] for r in rs],
+                      yerr=[0 if math.isnan(r["std"]) else 100 * r["std"] for r in rs], fmt=style, capsize=3,
+                      label=name)
+    for i, r in enumerate(x for x in table if x not in early and x not in clean):
         left.errorbar([r["end"]], [100 * r["final_acc"]], yerr=[0 if math.isnan(r["std"]) else 100 * r["std"]],
-                      marker="s^Dv"[i % 4], capsize=3, linestyle="none", color=f"C{i + 1}", label=r["window"])
+                      marker="s^Dv"[i % 4], capsize=3, linestyle="none", color=f"C{i + 2}", label=r["window"])
     left.set_xlabel("end of the deficit window N (epoch), then 20 clean epochs")
     left.set_ylabel("final test accuracy (%)")
     left.grid(alpha=0.3)
     left.legend(fontsize=8)
-    for i, w in enumerate(sorted(found, key=lambda w: (w[0], w[1], w[2]))):
+    shown = [w for w in sorted(found) if w[0] != "none" or w[3] == max(v[3] for v in found if v[0] == "none")]
+    for i, w in enumerate(shown):  # one run without deficit: the longest
         series = mean_series([r["fisher_trace/total"] for r in found[w]])
         if series:
             right.plot([e for e, _ in series], [v for _, v in series], color=f"C{i % 10}", linewidth=1.0,
@@ -99,7 +109,7 @@ def plot(found: dict[tuple[str, int, int], list[dict[str, list]]], table: list[d
                 right.axvspan(w[1], w[2], color=f"C{i % 10}", alpha=0.06)
     right.set_yscale("log")
     right.set_xlabel("epoch")
-    right.set_ylabel("trace of the Fisher information")
+    right.set_ylabel("trace of the Fisher information (clean probe)")
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
     fig.suptitle(title)

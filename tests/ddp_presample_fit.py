@@ -1,6 +1,6 @@
 """`python tests/ddp_presample_fit.py DUMP_DIR CONFIG [key=value ...]`: a presample run; every rank saves, per step,
-the common candidates' positions, the gathered scores, the scores of all candidates recomputed on that rank, and the
-positions and weights it trained on."""
+the common candidates' positions, the gathered scores, the scores of all candidates recomputed on that rank (steps
+that presample), the positions and weights it trained on and τ̄ after the step (every step)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Dump(pl.Callback):
         self.steps: list[dict] = []
 
     def on_train_start(self, trainer, pl_module):
-        strategy = next(cb for cb in trainer.callbacks if isinstance(cb, Presample))
+        strategy = self.strategy = next(cb for cb in trainer.callbacks if isinstance(cb, Presample))
         inner = strategy._draw_and_score
 
         def recorded(module, b, n):
@@ -36,7 +36,10 @@ class Dump(pl.Callback):
         strategy._draw_and_score = recorded
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps[-1].update(trained=outputs["batch"]["index"].clone(), weight=outputs["weights"].clone())
+        if not self.steps or "trained" in self.steps[-1]:  # a step that drew no candidates
+            self.steps.append({})
+        self.steps[-1].update(trained=outputs["batch"]["index"].clone(), weight=outputs["weights"].clone(),
+                              tau=self.strategy.tau_bar.detach().clone(), epoch=trainer.current_epoch)
 
     def on_train_end(self, trainer, pl_module):
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from robustlearn.epoch_means import EpochMeans
 from robustlearn.errors import ConfigError
 from robustlearn.runner import fit
 from robustlearn.strategies.sampling.grad_norms import per_sample_grad_sq_norms
-from robustlearn.strategies.sampling.presample import Presample, importance_sample
+from robustlearn.strategies.sampling.presample import Presample, importance_sample, logit_scores
 from robustlearn.strategies.sampling.tau import smoothed, variance_reduction
 from robustlearn.strategies.step import StepPlan, strategy_step
 from tests.conftest import CONFIGS, SMOKE
@@ -217,7 +217,7 @@ def loader_batch(b=6):
 
 
 def test_the_loss_applies_the_importance_weights_once():
-    s, module = strategy(score="loss", tau_th=0.0), Module()
+    s, module = strategy(score="loss", tau_th=0.0, switch="step"), Module()
     s.tau_bar = torch.tensor(1.0)  # above the threshold: this step samples
     out = step(s, module, loader_batch())
     trained = out["batch"]
@@ -230,7 +230,7 @@ def test_the_loss_applies_the_importance_weights_once():
 
 
 def test_below_the_threshold_the_step_trains_on_the_loaders_batch_with_weight_one():
-    s, module = strategy(score="upper_bound", tau_th=50.0), Module()
+    s, module = strategy(score="upper_bound", tau_th=50.0, switch="step"), Module()
     batch = loader_batch()
     out = step(s, module, batch)
     for k in ("x", "y", "index", "y_clean"):
@@ -240,7 +240,7 @@ def test_below_the_threshold_the_step_trains_on_the_loaders_batch_with_weight_on
 
 
 def test_the_switch_follows_tau_bar_without_reading_the_device():
-    s, module = strategy(score="upper_bound", tau_th=0.9, a_tau=0.5), Module()  # τ ≈ 1 on an untrained net
+    s, module = strategy(score="upper_bound", tau_th=0.9, a_tau=0.5, switch="step"), Module()  # τ ≈ 1 untrained
     batch, active = loader_batch(), []
     with no_host_sync():
         for _ in range(8):
@@ -259,11 +259,68 @@ def test_the_switch_follows_tau_bar_without_reading_the_device():
 def test_the_sampling_stream_is_seeded_by_epoch_and_step():
     picks = []
     for _ in range(2):
-        s, module = strategy(score="loss", tau_th=0.0), Module()
+        s, module = strategy(score="loss", tau_th=0.0, switch="step"), Module()
         s.tau_bar = torch.tensor(5.0)
         picks.append([s.on_batch(loader_batch(), module)["index"] for _ in range(3)])
     assert all(torch.equal(a, b) for a, b in zip(*picks))  # the same draws (and candidates) again
     assert not torch.equal(picks[0][0], picks[0][1])
+
+
+class CountingModule(Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+def start_epoch(s: Presample, module: Module) -> None:
+    s.on_train_epoch_start(module.trainer, module)
+
+
+@pytest.mark.parametrize("score", ["loss", "upper_bound"])
+def test_an_off_epoch_trains_the_loaders_batch_and_takes_tau_from_its_training_logits(score):
+    s, module = strategy(score=score, a_tau=0.5), CountingModule()
+    start_epoch(s, module)  # τ̄ = 0 <= τ_th: off
+    batch = loader_batch()
+    with no_host_sync():
+        out = step(s, module, batch)
+    assert out["batch"] is batch and module.calls == 1  # no candidates drawn, no scoring forward
+    assert torch.equal(out["weights"], torch.ones(6))
+    want = logit_scores(out["logits"][:, :3], batch["y"], score)
+    want = 0.5 * variance_reduction(want / want.sum())
+    torch.testing.assert_close(s.tau_bar, want)
+    means = {}
+    module.epoch_means.flush(lambda k, v, **kw: means.update({k: float(v)}), torch.device("cpu"))
+    assert means["presample/active"] == 0.0 and means["presample/tau"] == pytest.approx(float(want))
+
+
+@pytest.mark.parametrize("score", ["last_layer", "exact"])
+def test_an_off_epoch_scores_the_trained_batch_itself_for_layer_scores(score):
+    s, module = strategy(score=score, a_tau=0.5), Module()
+    start_epoch(s, module)
+    batch = loader_batch()
+    scores = strategy(score=score).scores(batch["x"], batch["y"], module)  # before the step updates BatchNorm
+    out = step(s, module, batch)
+    assert out["batch"] is batch
+    torch.testing.assert_close(s.tau_bar, 0.5 * variance_reduction(scores / scores.sum()))
+
+
+def test_the_epoch_switch_is_read_at_the_epoch_start_and_holds_for_the_epoch():
+    s, module = strategy(score="loss", tau_th=1.2, a_tau=0.0), Module()
+    s.tau_bar = torch.tensor(1.5)
+    start_epoch(s, module)  # on for this epoch, whatever τ̄ does during it
+    batch = loader_batch()
+    for _ in range(3):
+        with no_host_sync():
+            out = step(s, module, batch)
+        assert not torch.equal(out["batch"]["index"], batch["index"])  # presampled
+        assert not torch.allclose(out["weights"], torch.ones(6))
+        s.tau_bar = torch.tensor(1.0)  # below τ_th now: still on until the next epoch starts
+    start_epoch(s, module)
+    assert step(s, module, batch)["batch"] is batch
 
 
 # ---- parameters and method files ----------------------------------------------------------------------------------
@@ -277,6 +334,7 @@ def test_the_sampling_stream_is_seeded_by_epoch_and_step():
     ("{name: presample, tau_th: -1}", "tau_th"),
     ("{name: presample, a_tau: 1.0}", "a_tau"),
     ("{name: presample, a_tau: true}", "a_tau"),
+    ("{name: presample, switch: batch}", "switch"),
 ])
 def test_bad_parameters_are_refused(entry, key):
     assert_bad_strategy_parameter(entry, key)
@@ -315,7 +373,14 @@ def test_switched_off_it_trains_exactly_like_plain_training(tmp_path):
 
 
 def test_resumes_exactly_while_sampling(tmp_path, guarded_step):  # the step makes no host sync either
-    over = ["strategies=[{name: presample, score: loss, tau_th: 0.0, smooth: 0.1}]", "trainer.epochs=2"]
+    over = ["strategies=[{name: presample, score: loss, tau_th: 0.0, smooth: 0.1, switch: step}]", "trainer.epochs=2"]
     straight, _ = assert_resumes_exactly(tmp_path, over, stop_epoch=1)
     active = [float(r["presample/active"]) for r in rows(straight["run_dir"])]
     assert active[0] == pytest.approx(28 / 29) and active[1] == 1.0  # on from the second step (τ̄ > 0)
+
+
+def test_the_epoch_switch_resumes_exactly(tmp_path, guarded_step):
+    over = ["strategies=[{name: presample, score: upper_bound, tau_th: 0.0}]", "trainer.epochs=3"]
+    straight, _ = assert_resumes_exactly(tmp_path, over, stop_epoch=2)
+    active = [float(r["presample/active"]) for r in rows(straight["run_dir"])]
+    assert active == [0.0, 1.0, 1.0]  # off while τ̄ = 0 at the first epoch's start, then on

@@ -10,7 +10,7 @@ from tests.protocol_helpers import fit_on_two_cpu_ranks
 
 def test_ranks_share_one_candidate_stream_and_its_scores(tmp_path):
     dump = fit_on_two_cpu_ranks("ddp_presample_fit.py", tmp_path, "trainer.epochs=1",
-                                "strategies=[{name: presample, presample: 3, tau_th: 0, score: loss}]")
+                                "strategies=[{name: presample, presample: 3, tau_th: 0, score: loss, switch: step}]")
     rank0, rank1 = (torch.load(dump / f"rank{r}.pt") for r in (0, 1))
     assert len(rank0) == len(rank1) > 10
     for step, (a, c) in enumerate(zip(rank0, rank1, strict=True)):
@@ -31,3 +31,16 @@ def test_ranks_share_one_candidate_stream_and_its_scores(tmp_path):
         torch.testing.assert_close(a["weight"], 1.0 / (2 * n * p[a["pick"]]))
         torch.testing.assert_close(c["weight"], 1.0 / (2 * n * p[c["pick"]]))
     assert any(not torch.equal(a["pick"], c["pick"]) for a, c in zip(rank0, rank1))  # different parts of the draw
+
+
+def test_the_epoch_switch_takes_the_same_decision_on_every_rank(tmp_path):
+    dump = fit_on_two_cpu_ranks("ddp_presample_fit.py", tmp_path, "trainer.epochs=2",
+                                "strategies=[{name: presample, tau_th: 0, score: upper_bound}]")
+    rank0, rank1 = (torch.load(dump / f"rank{r}.pt") for r in (0, 1))
+    assert len(rank0) == len(rank1) > 10
+    for a, c in zip(rank0, rank1, strict=True):
+        # τ̄ from the scores of both ranks' batches (off epoch) or of the common candidates (on epoch): equal
+        torch.testing.assert_close(a["tau"], c["tau"])
+        assert ("candidates" in a) == ("candidates" in c) == (a["epoch"] == 1)  # off, then on, on both ranks
+    first = [a for a in rank0 if a["epoch"] == 0]
+    assert not torch.equal(first[0]["trained"], rank1[0]["trained"])  # off: each rank its own loader batch

@@ -51,22 +51,29 @@ def test_byrd_lipton_spread_peaks_then_shrinks(tmp_path):
 def test_critical_periods_table_against_the_control(tmp_path):
     cp = load("critical_periods")
 
-    def row(kind, start, end, seed, acc):
-        tags = [f"strategies[0].kind={kind}", f"strategies[0].start={start}", f"strategies[0].end={end}"]
+    def row(kind, start, end, seed, acc, epochs=28):
+        tags = [f"strategies[0].kind={kind}", f"strategies[0].start={start}", f"strategies[0].end={end}",
+                f"trainer.epochs={epochs}"]
         fisher = [1.0, 3.0, 2.0] if end == 0 else [1.0, 2.0, 5.0]
-        path = write_run(tmp_path / f"{kind}{start}-{end}-{seed}", {"test/acc": [0.5, 0.7, acc],
+        path = write_run(tmp_path / f"{kind}{start}-{end}-{epochs}-{seed}", {"test/acc": [0.5, 0.7, acc],
                                                                      "fisher_trace/total": fisher})
         return {"status": "completed", "method": "deficit", "tags": tags, "run_dir": path}
 
     rows = [row("blur", 0, 0, 0, 0.90), row("blur", 0, 0, 1, 0.92), row("blur", 0, 8, 0, 0.85),
-            row("blur", 0, 8, 1, 0.87), row("vflip", 0, 8, 0, 0.91)]
+            row("blur", 0, 8, 1, 0.87), row("vflip", 0, 8, 0, 0.91), row("blur", 0, 0, 0, 0.80, epochs=20),
+            row("blur", 0, 4, 0, 0.70, epochs=24)]
     found = cp.windows(rows)
     table = {r["window"]: r for r in cp.summary(found)}
-    assert list(table) == ["no deficit", "blur [0, 8)", "vflip [0, 8)"]
-    assert table["no deficit"]["final_acc"] == pytest.approx(0.91) and table["no deficit"]["delta"] == 0
-    assert table["blur [0, 8)"]["delta"] == pytest.approx(-0.05)
-    assert table["blur [0, 8)"]["std"] == pytest.approx(math.sqrt(2e-4))
-    assert table["no deficit"]["fisher_peak_epoch"] == 1 and table["blur [0, 8)"]["fisher_peak_epoch"] == 2
-    assert math.isnan(table["vflip [0, 8)"]["std"])
-    assert "| blur [0, 8) | 2 | 86.00 ± 1.41 | -5.00 | 2 |" in cp.markdown(list(table.values()))
+    assert list(table) == ["no deficit, 20 epochs", "no deficit, 28 epochs", "blur [0, 4), 24 epochs",
+                           "blur [0, 8), 28 epochs", "vflip [0, 8), 28 epochs"]
+    control = table["no deficit, 28 epochs"]
+    assert control["final_acc"] == pytest.approx(0.91) and control["delta"] == 0
+    assert table["blur [0, 8), 28 epochs"]["delta"] == pytest.approx(-0.05)  # against the run of equal length
+    assert math.isnan(table["blur [0, 4), 24 epochs"]["delta"])  # no run without deficit of 24 epochs
+    assert table["blur [0, 8), 28 epochs"]["std"] == pytest.approx(math.sqrt(2e-4))
+    assert control["fisher_peak_epoch"] == 1 and table["blur [0, 8), 28 epochs"]["fisher_peak_epoch"] == 2
+    assert math.isnan(table["vflip [0, 8), 28 epochs"]["std"])
+    text = cp.markdown(list(table.values()))
+    assert "| blur [0, 8), 28 epochs | 2 | 86.00 ± 1.41 | -5.00 | 2 |" in text
+    assert "| blur [0, 4), 24 epochs | 1 | 70.00 | – | 2 |" in text
     assert cp.plot(found, list(table.values()), "t")[:4] == b"\x89PNG"

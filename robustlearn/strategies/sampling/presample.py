@@ -26,13 +26,21 @@ estimate unbiased for any score; a loss other than cross-entropy only makes the 
 
 **When sampling is on.** τ = (1 − ‖g − u‖²/‖g‖²)^(−1/2) of the normalised scores g (sum 1) against the uniform u
 (`tau.py`) estimates the variance reduction; the smoothed τ̄ ← a_τ τ̄ + (1 − a_τ) τ starts at 0 and sampling is on
-for a step while τ̄ (as it stood before the step) exceeds τ_th = (B + 3b)/(3b) (paper eq. 29; 2 for presample 3),
-off otherwise: an off step trains on the loader's own batch with weights 1, exactly as plain training. The choice
-costs no host sync: τ̄ stays on the device and both batches are built every step, one chosen by `torch.where`, so
-the step has the same shape either way. τ comes from the B candidates' scores on every step, on and off; the official
-code takes it from the presampled scores while sampling is on and from the trained batch's own scores while off —
-here the candidates are scored on every step anyway (the on/off decision is on the device), and they give the same
-estimand, sqrt(mean s²)/mean s, from B rather than b samples.
+while τ̄ exceeds τ_th = (B + 3b)/(3b) (paper eq. 29; 2 for presample 3). An off step trains on the loader's own batch
+with weights 1, exactly as plain training. When the switch is read (`switch`):
+
+- `epoch` (default): on the host, once at the start of every epoch (one device read per epoch, none in the steps);
+  the decision holds for the epoch. An off epoch costs what plain training costs, as in the paper's Algorithm 1: no
+  candidates are drawn, and τ comes from the trained batch's own scores — for `loss` and `upper_bound` from the
+  training forward's logits (no extra pass, the official code's way), for `last_layer` and `exact` from scoring the
+  trained batch (b forwards, not B). An on epoch presamples every step, τ from its B candidates. The decision lags
+  the paper's per-step one by up to an epoch.
+- `step`: on the device at every step, from τ̄ as it stood before the step, with no host read: both batches are
+  built every step and one is chosen by `torch.where`, so every step pays the B candidates' scoring, on or off, and
+  τ always comes from the candidates (the same estimand, sqrt(mean s²)/mean s, from B rather than b samples).
+
+Under DDP the scores τ is computed from are gathered from every rank, so every rank keeps the same τ̄ and takes the
+same decision (tested with two CPU processes).
 
 Defaults, from the official code: `presample` 3 (`ImportanceTraining(presample=3.0)`, `--presample` of its
 examples); `tau_th` null = (B + 3b)/(3b) (its default, eq. 29); `a_tau` 0.9 (the condition's momentum); `smooth` 0
@@ -40,7 +48,8 @@ examples); `tau_th` null = (B + 3b)/(3b) (its default, eq. 29); `a_tau` 0.9 (the
 the scores are noisy); `score` `upper_bound` (its default `gnorm`).
 
 Logged per epoch: `presample/tau` (the epoch mean of τ̄ after each step) and `presample/active` (the share of steps
-that sampled).
+that sampled). `switch` is this repository's choice (the official code decides per step on the host, a device read
+per step).
 
 **Epochs, batch size, DDP.** The module's batch size stays b and an epoch has the loader's usual number of steps
 (N/b), as in the official code (`steps_per_epoch = N/b`); the last, smaller batch of an epoch presamples from
@@ -49,11 +58,12 @@ not the rank): world·B candidates, of which each rank scores its own B; the sco
 the same world·b picks from them and trains on its own b, weighted 1/(world·B·p), so the gradient averaged over the
 ranks is an unbiased estimate over all world·B candidates (tested with two CPU processes).
 
-**Cost.** B eval-mode forward passes per step on top of the training step, on every step, on or off (the decision
-lives on the device): with presample 3 about one extra training step's time (a forward is about a third of a
-forward-backward); `last_layer` the same; `exact` a backward pass and the per-layer terms more. With `trainer.compile`
-the `loss` and `upper_bound` scores run the compiled network; `last_layer` and `exact` run the eager one (they need
-hooks).
+**Cost.** With `switch: epoch`, nothing in an off epoch beyond plain training (for `last_layer` and `exact`, b
+eval-mode scoring passes per step); in an on epoch, and on every step with `switch: step`, B eval-mode forward
+passes per step on top of the training step: with presample 3 about one extra training step's time (a forward is
+about a third of a forward-backward); `last_layer` the same; `exact` a backward pass and the per-layer terms more.
+With `trainer.compile` the `loss` and `upper_bound` scores run the compiled network; `last_layer` and `exact` run the
+eager one (they need hooks).
 
 **Bias.** None from the sampling: the weights make the estimate unbiased (tested), with replacement as the weights
 assume. Eval-mode scores differ from the train-mode ones BatchNorm would give; the paper's code recommends layer
@@ -83,24 +93,38 @@ from robustlearn.strategies.sampling.tau import smoothed, variance_reduction
 from robustlearn.strategies.scoring import scoring
 
 SCORES = ("loss", "upper_bound", "last_layer", "exact")
+SWITCHES = ("epoch", "step")
 _SALT = 7103  # the sampling generator's stream, apart from the datamodule's draw stream
 _SEED_MASK = (1 << 63) - 1
+
+
+def sampling_distribution(scores: torch.Tensor, smooth: float) -> torch.Tensor:
+    """p ∝ scores + smooth (B,); non-finite or negative scores count as 0; uniform where every smoothed score is 0.
+    No host sync."""
+    s = scores.float()
+    s = torch.where(torch.isfinite(s), s, torch.zeros_like(s)).clamp_min(0.0) + smooth
+    total = s.sum()
+    return torch.where(total > 0, s / total.clamp_min(torch.finfo(s.dtype).tiny), torch.full_like(s, 1.0 / len(s)))
 
 
 def importance_sample(scores: torch.Tensor, b: int, smooth: float, generator: torch.Generator | None = None):
     """Draw b of the B scored candidates with replacement, p ∝ scores + smooth, each weighted 1 / (B p).
 
-    Returns (picked positions (b,), weights (b,), p (B,)). Non-finite or negative scores count as 0; where every
-    smoothed score is 0, p is uniform. No host sync."""
-    s = scores.float()
-    s = torch.where(torch.isfinite(s), s, torch.zeros_like(s)).clamp_min(0.0) + smooth
-    total = s.sum()
-    n = s.shape[0]
-    p = torch.where(total > 0, s / total.clamp_min(torch.finfo(s.dtype).tiny), torch.full_like(s, 1.0 / n))
+    Returns (picked positions (b,), weights (b,), p (B,)). No host sync."""
+    p = sampling_distribution(scores, smooth)
     # torch.multinomial reads the device for one draw (its without-replacement path); two with replacement do not,
     # and the first of two independent draws is a draw
     pick = torch.multinomial(p, max(b, 2), replacement=True, generator=generator)[:b]
-    return pick, 1.0 / (n * p[pick]), p
+    return pick, 1.0 / (len(p) * p[pick]), p
+
+
+def logit_scores(z: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """The `loss` or `upper_bound` score of each sample from its class logits z (n, K), float32."""
+    z = z.float()
+    if kind == "loss":
+        return F.cross_entropy(z, y, reduction="none")
+    p = torch.softmax(z, dim=1)
+    return p.scatter_add(1, y[:, None], torch.full_like(p[:, :1], -1.0)).norm(dim=1)  # ‖p − onehot(y)‖
 
 
 def last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
@@ -133,8 +157,12 @@ class Presample(Strategy):
         smooth: float = 0.0  # added to every score before normalising, >= 0 (official ImportanceTraining: none)
         tau_th: float | None = None  # sampling on while τ̄ > tau_th, >= 0; null: (B + 3b)/(3b) (paper eq. 29)
         a_tau: float = 0.9  # momentum of τ̄, 0 <= a_tau < 1 (official: 0.9)
+        switch: str = "epoch"  # epoch: τ̄ > τ_th read at each epoch's start, off epochs cost nothing; step: per step
 
         def __post_init__(self):
+            if self.switch not in SWITCHES:
+                raise ConfigError(f"presample: switch = {self.switch!r} is not one of {', '.join(SWITCHES)}.",
+                                  "switch")
             if self.score not in SCORES:
                 raise ConfigError(f"presample: score = {self.score!r} is not one of {', '.join(SCORES)}.", "score")
             if not (is_number(self.presample) and self.presample > 1):
@@ -153,6 +181,7 @@ class Presample(Strategy):
         self.dm = None
         self._step = 0  # step within the epoch, for the sampling generator's seed
         self._gens: dict[int, torch.Generator] = {}  # by salt: the sampling stream and, under DDP, the common ones
+        self._on = False  # switch epoch: whether this epoch presamples (τ̄ > τ_th at its start)
 
     @property
     def tau_threshold(self) -> float:
@@ -167,6 +196,8 @@ class Presample(Strategy):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step = 0
+        if self.params.switch == "epoch":  # one host read per epoch, outside the steps
+            self._on = bool(self.tau_bar.detach().cpu() > self.tau_threshold)
 
     # ---- scores --------------------------------------------------------------------------------------------
     def scores(self, x: torch.Tensor, y: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -194,13 +225,9 @@ class Presample(Strategy):
             else:
                 logits = module(x)
             z = logits.float()[:, :k] if k is not None else logits.float()
-            if kind == "loss":
-                return F.cross_entropy(z, y, reduction="none")
-            p = torch.softmax(z, dim=1)
-            delta = p.scatter_add(1, y[:, None], torch.full_like(p[:, :1], -1.0))  # p - onehot(y)
-            norm = delta.norm(dim=1)
-            if kind == "upper_bound":
-                return norm
+            if kind in ("loss", "upper_bound"):
+                return logit_scores(z, y, kind)
+            norm = logit_scores(z, y, "upper_bound")
             h_sq = seen["h"].float().square().sum(1)
             bias = 1.0 if layer.bias is not None and layer.bias.requires_grad else 0.0
             return norm * torch.sqrt(h_sq + bias)
@@ -242,21 +269,55 @@ class Presample(Strategy):
         own = slice(rank * b, (rank + 1) * b)
         return big, s, pick[own], w[own], p
 
+    def _update_tau(self, p: torch.Tensor, module: pl.LightningModule) -> torch.Tensor:
+        """τ̄ ← a τ̄ + (1 − a) τ(p); returns τ̄ as it stood before (on p's device)."""
+        before = self.tau_bar.to(p.device)
+        self.tau_bar = smoothed(before, variance_reduction(p), self.params.a_tau)
+        self.log_step(module, "tau", self.tau_bar, 1)
+        return before
+
+    def _off_epoch_scores(self, s: torch.Tensor, module: pl.LightningModule) -> None:
+        """An off epoch's step: τ from the trained batch's own scores (all ranks' under DDP, so that every rank
+        keeps the same τ̄ and takes the same decision)."""
+        trainer = module.trainer
+        if getattr(trainer, "world_size", 1) > 1:
+            s = trainer.strategy.all_gather(s).reshape(-1)
+        self._update_tau(sampling_distribution(s, self.params.smooth), module)
+
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
+        epoch_switch = self.params.switch == "epoch"
+        if epoch_switch and not self._on:  # plain training; τ from this batch's scores (here or in `weights`)
+            self._step += 1
+            self.log_step(module, "active", torch.zeros((), device=batch["y"].device), 1)
+            if self.params.score in ("last_layer", "exact"):
+                self._off_epoch_scores(self.scores(batch["x"], batch["y"], module), module)
+            return batch
         b = len(batch["y"])
         n = max(1, int(self.params.presample * b))
         big, s, pick, w, p = self._draw_and_score(module, b, n)
         device = big["y"].device
         self._step += 1
-        tau = variance_reduction(p)  # of the sampling distribution: the smoothed, sanitised scores
-        before = self.tau_bar.to(device)
+        before = self._update_tau(p, module)  # τ of the sampling distribution: the smoothed, sanitised scores
+        if epoch_switch:  # an on epoch: every step presamples
+            out = {key: values[pick] for key, values in big.items() if key in batch}
+            out["weight"] = w
+            self.log_step(module, "active", torch.ones((), device=device), 1)
+            return out
         active = before > self.tau_threshold
-        self.tau_bar = smoothed(before, tau, self.params.a_tau)
         out = {}
         for key, values in big.items():
             if key in batch:
                 out[key] = torch.where(active, values[pick], batch[key].to(device))
         out["weight"] = torch.where(active, w, torch.ones_like(w))
-        self.log_step(module, "tau", self.tau_bar, 1)
         self.log_step(module, "active", active.float(), 1)
         return out
+
+    def weights(self, per_sample: torch.Tensor, logits: torch.Tensor, batch: dict, weights: torch.Tensor,
+                module: pl.LightningModule) -> torch.Tensor:
+        """An off epoch with score loss or upper_bound: the trained batch's scores from its training-mode logits
+        (the official code's way, no extra forward pass)."""
+        if self.params.switch == "epoch" and not self._on and self.params.score in ("loss", "upper_bound"):
+            k = getattr(module, "num_classes", None)
+            z = logits.detach()[:, :k] if k is not None else logits.detach()
+            self._off_epoch_scores(logit_scores(z, batch["y"], self.params.score), module)
+        return weights
