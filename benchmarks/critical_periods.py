@@ -1,8 +1,10 @@
 """Achille et al. 2019 from a sweep's runs: final test accuracy against the deficit window, and the Fisher trace.
 
     robustlearn sweep configs/sweeps/critical_periods_cpu.yaml --workers 2
+    robustlearn fit configs/experiments/critical_periods_fmnist.yaml model.width=16 data.subset=5000 \
+        "strategies[0].end=0" trainer.epochs=12 "strategies[1].every_n_steps=4" output.root=runs/critical_periods_fisher
     python benchmarks/critical_periods.py --results runs/critical_periods_cpu/results.sqlite \
-        --out docs/reproductions/critical_periods_cpu
+        --out docs/reproductions/critical_periods_cpu --steps runs/critical_periods_fisher/deficit-*
 
 Runs are told apart by the sweep's case tags `strategies[0].kind`, `.start`, `.end` and `trainer.epochs` (the
 deficit's kind, its window [start, end) in epochs, the run's length; end = start is a run without deficit). Writes
@@ -16,6 +18,7 @@ as lines, late windows and other kinds as points) beside the Fisher trace over t
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import math
 import statistics
@@ -83,9 +86,20 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(found: dict[Window, list[dict[str, list]]], table: list[dict], title: str) -> bytes:
-    fig = Figure(figsize=(12, 4.4))
-    left, right = fig.subplots(1, 2)
+def read_steps(run_dir: str | Path) -> list[tuple[int, float]]:
+    """(step, total) from a run's fisher_trace.csv (every measurement, e.g. with every_n_steps)."""
+    path = Path(run_dir) / "fisher_trace.csv"
+    if not path.is_file():
+        raise SystemExit(f"critical_periods: '{path}' not found (a run with fisher_trace writes it).")
+    with path.open() as f:
+        return [(int(r["step"]), float(r["total"])) for r in csv.DictReader(f)]
+
+
+def plot(found: dict[Window, list[dict[str, list]]], table: list[dict], title: str,
+         steps: list[tuple[int, float]] | None = None) -> bytes:
+    fig = Figure(figsize=(18 if steps else 12, 4.4))
+    axes = fig.subplots(1, 3 if steps else 2)
+    left, right = axes[0], axes[1]
     early = sorted((r for r in table if r["kind"] == "blur" and r["start"] == 0), key=lambda r: r["end"])
     clean = sorted((r for r in table if r["kind"] == "none"), key=lambda r: r["epochs"])
     for rs, name, style in ((early, "blur from epoch 0 to N", "o-"), (clean, "no deficit, N + 20 epochs", "x--")):
@@ -112,6 +126,12 @@ def plot(found: dict[Window, list[dict[str, list]]], table: list[dict], title: s
     right.set_ylabel("trace of the Fisher information (clean probe)")
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
+    if steps:
+        axes[2].plot([t for t, _ in steps], [v for _, v in steps], marker=".", linewidth=0.8)
+        axes[2].set_xlabel("optimiser step")
+        axes[2].set_ylabel("trace of the Fisher information")
+        axes[2].set_title("no deficit, measured every few steps", fontsize=10)
+        axes[2].grid(alpha=0.3)
     fig.suptitle(title)
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -124,9 +144,11 @@ def main() -> None:
     p.add_argument("--results", required=True, help="results.sqlite of the sweep")
     p.add_argument("--where", nargs="*", default=[], help="column=value filters, e.g. sweep=critical_periods_cpu")
     p.add_argument("--out", required=True, help="path stem of the table (.md) and the plot (.png)")
+    p.add_argument("--steps", help="a run folder whose fisher_trace.csv (every_n_steps) gets a third panel")
     a = p.parse_args()
     if not Path(a.results).is_file():
         sys.exit(f"critical_periods: results file '{a.results}' not found.")
+    steps = read_steps(a.steps) if a.steps else None
     where = dict(item.split("=", 1) for item in a.where)
     found = windows(ResultsStore(a.results).rows(where))
     if not found:
@@ -136,7 +158,7 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".png").write_bytes(plot(found, table, "Critical periods on Fashion-MNIST: blur deficit"))
+    out.with_suffix(".png").write_bytes(plot(found, table, "Critical periods on Fashion-MNIST: blur deficit", steps))
     print(text)
 
 

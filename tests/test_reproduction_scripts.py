@@ -77,3 +77,7 @@ def test_critical_periods_table_against_the_control(tmp_path):
     assert "| blur [0, 8), 28 epochs | 2 | 86.00 ± 1.41 | -5.00 | 2 |" in text
     assert "| blur [0, 4), 24 epochs | 1 | 70.00 | – | 2 |" in text
     assert cp.plot(found, list(table.values()), "t")[:4] == b"\x89PNG"
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "fisher_trace.csv").write_text("epoch,step,total,seconds\n0,4,10.0,0.1\n0,8,30.0,0.1\n")
+    assert cp.read_steps(tmp_path / "steps") == [(4, 10.0), (8, 30.0)]
+    assert cp.plot(found, list(table.values()), "t", cp.read_steps(tmp_path / "steps"))[:4] == b"\x89PNG"
