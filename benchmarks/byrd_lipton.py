@@ -14,7 +14,6 @@ set fitted). Without regularisation the paper finds the spread peaks early and s
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import sys
 from pathlib import Path
@@ -23,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from matplotlib import colormaps  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from robustlearn.leaderboard.curves import group, mean_series, peak_and_end, read_columns, spread  # noqa: E402
+from robustlearn.leaderboard.plots import figure_png  # noqa: E402
 from robustlearn.tracking.store import ResultsStore  # noqa: E402
 
 SETS = {"in_class_test": "in-pair test images", "other_classes": "other classes' test images",
@@ -112,10 +111,7 @@ def plot(found: dict[str, dict[float, dict[str, list]]], title: str) -> bytes:
                 ax.set_xlabel("epoch")
     axes[0][-1].legend(title="weight ratio r", fontsize=7, title_fontsize=7, loc="best")
     fig.suptitle(title)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=100)
 
 
 def main() -> None:

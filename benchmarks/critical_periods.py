@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import math
 import statistics
 import sys
@@ -28,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from robustlearn.leaderboard.curves import mean_series, peak_and_end, read_columns, tag_value  # noqa: E402
+from robustlearn.leaderboard.plots import figure_png  # noqa: E402
 from robustlearn.tracking.store import ResultsStore  # noqa: E402
 
 KEYS = ("strategies[0].kind", "strategies[0].start", "strategies[0].end", "trainer.epochs")
@@ -133,10 +132,7 @@ def plot(found: dict[Window, list[dict[str, list]]], table: list[dict], title: s
         axes[2].set_title("no deficit, measured every few steps", fontsize=10)
         axes[2].grid(alpha=0.3)
     fig.suptitle(title)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig, dpi=100)
 
 
 def main() -> None:

@@ -35,10 +35,11 @@ class Plot:
     png: bytes
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (Agg canvas, tight bounding box)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -74,7 +75,7 @@ def accuracy_vs_noise(lb: Leaderboard, dataset: str, kind: str) -> Plot | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     title = f"{dataset}: accuracy against {kind} noise"
-    return Plot(_slug("accuracy_vs_noise", dataset, kind), title, _png(fig))
+    return Plot(_slug("accuracy_vs_noise", dataset, kind), title, figure_png(fig))
 
 
 def gain_over_reference(cell: Cell, reference: str = "ce") -> Plot | None:
@@ -100,7 +101,7 @@ def gain_over_reference(cell: Cell, reference: str = "ce") -> Plot | None:
     ax.legend(fontsize="small", loc="lower right")
     title = f"{cell.title}: gain over {reference}"
     ax.set_title(title)
-    return Plot(_slug("gain", cell.dataset, cell.noise_kind, f"{cell.noise_rate:g}"), title, _png(fig))
+    return Plot(_slug("gain", cell.dataset, cell.noise_kind, f"{cell.noise_rate:g}"), title, figure_png(fig))
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, dict[int, float]]:
@@ -153,7 +154,7 @@ def training_curves(cell: Cell, palette: dict[str, str] | None = None) -> Plot |
         axes[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{cell.title}: training curves (mean over seeds)")
     title = f"{cell.title}: training curves"
-    return Plot(_slug("curves", cell.dataset, cell.noise_kind, f"{cell.noise_rate:g}"), title, _png(fig))
+    return Plot(_slug("curves", cell.dataset, cell.noise_kind, f"{cell.noise_rate:g}"), title, figure_png(fig))
 
 
 def make_plots(lb: Leaderboard) -> list[Plot]:

@@ -13,14 +13,14 @@ baseline (uniform training, `ce`) it reports, per method:
 from __future__ import annotations
 
 import csv
-import io
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from robustlearn.leaderboard.plots import figure_png
 
 
 @dataclass
@@ -118,7 +118,4 @@ def plot(found: dict[str, Curve], title: str) -> bytes:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
+    return figure_png(fig)
