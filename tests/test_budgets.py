@@ -9,8 +9,8 @@ import pytest
 import pytorch_lightning as pl
 
 from robustlearn.runner import fit
-from tests.protocol_helpers import rows, smoke
-from tests.test_resume import StopAtEpoch, comparable_rows
+from tests.protocol_helpers import assert_resumes_exactly, rows, smoke
+from tests.test_resume import comparable_rows
 
 STEPS_PER_EPOCH = 29  # 1800 smoke training samples, batch 64: 28 full batches and one of 8
 
@@ -70,11 +70,7 @@ def test_the_training_time_leaves_out_evaluation_and_adds_up(tmp_path):
 
 def test_a_step_budget_resumes_exactly(tmp_path):
     over = ["trainer.epochs=5", "trainer.max_steps=70", "scheduler.name=cosine"]
-    straight = fit(smoke(tmp_path / "a", *over), quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        fit(smoke(tmp_path / "b", *over), quiet=True, callbacks=[StopAtEpoch(1)])
-    resumed = fit(smoke(tmp_path / "b", *over, "resume=true"), quiet=True)
-    assert comparable_rows(resumed["run_dir"]) == comparable_rows(straight["run_dir"])
+    _, resumed = assert_resumes_exactly(tmp_path, over, stop_epoch=1)
     assert len(comparable_rows(resumed["run_dir"])) == 3  # 29 + 29 + 12 steps
 
 

@@ -23,7 +23,7 @@ from robustlearn.strategies.noisy.imae import IMAE
 from robustlearn.strategies.noisy.transition import estimate_transition
 from robustlearn.strategies.noisy.truncated_gce import TruncatedGCE
 from tests.conftest import CONFIGS, SMOKE
-from tests.protocol_helpers import assert_bad_strategy_parameter, rows
+from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, rows
 from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
 
 # softmax(log [0.2, 0.3, 0.5]) = [0.2, 0.3, 0.5]
@@ -205,15 +205,9 @@ def test_forward_with_true_t_beats_cross_entropy_under_pair_flips(tmp_path):
 
 def test_estimated_t_resumes_exactly(tmp_path):
     over = [*PAIRFLIP, "trainer.epochs=4", "strategies=[{name: forward_correction, warmup_epochs: 2}]"]
-    straight = fit(load_config(SMOKE, [f"output.root={tmp_path / 'a'}", *over]), quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        fit(load_config(SMOKE, [f"output.root={tmp_path / 'b'}", *over]), quiet=True, callbacks=[StopAtEpoch(3)])
     cap = Capture()
-    resumed = fit(load_config(SMOKE, [f"output.root={tmp_path / 'b'}", *over, "resume=true"]), quiet=True,
-                  callbacks=[cap])
+    assert_resumes_exactly(tmp_path, over, stop_epoch=3, callbacks=[cap])
     assert cap.strategy.transition is not None  # from the checkpoint: epoch 3 trained with it
-    assert {k: resumed[k] for k in KEYS} == {k: straight[k] for k in KEYS}
-    assert comparable_rows(resumed["run_dir"]) == comparable_rows(straight["run_dir"])
 
 
 @pytest.mark.parametrize("name", ["forward_correction", "backward_correction"])

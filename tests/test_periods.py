@@ -24,9 +24,8 @@ from robustlearn.strategies.periods.deficit import KINDS, Deficit, blur
 from robustlearn.strategies.periods.fisher_trace import FisherTrace, estimate_fisher_trace
 from robustlearn.strategies.step import StepPlan
 from tests.conftest import CONFIGS
-from tests.protocol_helpers import assert_bad_strategy_parameter, fit_method, rows, smoke
+from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, fit_method, rows, smoke
 from tests.sync_guard import no_host_sync
-from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
 
 # ---- blur against an explicit computation ----------------------------------------------------------------------------
 
@@ -334,16 +333,7 @@ def test_fisher_trace_every_n_steps(tmp_path):
 def test_resume_exact_with_a_deficit_and_the_fisher_trace(tmp_path):
     over = ["trainer.epochs=3", "data.n_train=300",
             "strategies=[{name: deficit, kind: noise, start: 1, end: 3}, {name: fisher_trace, probe_size: 48}]"]
-
-    def comparable(run_dir):
-        return [{k: v for k, v in r.items() if k != "fisher_trace/seconds"} for r in comparable_rows(run_dir)]
-
-    straight = fit(smoke(tmp_path / "a", *over), quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        fit(smoke(tmp_path / "b", *over), quiet=True, callbacks=[StopAtEpoch(2)])  # inside the window
-    resumed = fit(smoke(tmp_path / "b", *over, "resume=true"), quiet=True)
-    assert {k: resumed[k] for k in KEYS} == {k: straight[k] for k in KEYS}
-    assert comparable(resumed["run_dir"]) == comparable(straight["run_dir"])
+    _, resumed = assert_resumes_exactly(tmp_path, over, stop_epoch=2)  # interrupted inside the window
     got = rows(resumed["run_dir"])
     assert [float(r["deficit/active"]) for r in got] == [0.0, 1.0, 1.0]
     # the measurement: per layer and total, every epoch, and its history file rewritten whole after the resume

@@ -22,8 +22,8 @@ from robustlearn.strategies.noisy.elr import ELR
 from robustlearn.strategies.noisy.label_smoothing import LabelSmoothing
 from robustlearn.strategies.noisy.proselflc import ProSelfLC
 from tests.conftest import CONFIGS, SMOKE
-from tests.protocol_helpers import assert_bad_strategy_parameter, fit_method, rows, smoke
-from tests.test_resume import KEYS, StopAtEpoch, comparable_rows
+from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, fit_method, rows, smoke
+from tests.test_resume import comparable_rows
 
 # softmax([0, ln 3]) = [0.25, 0.75] in both rows; row 0 is labelled 1, row 1 is labelled 0.
 LOGITS = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
@@ -471,11 +471,5 @@ def test_one_epoch_fit_completes(name, tmp_path):
 
 def test_elr_with_a_loss_resumes_exactly(tmp_path):
     over = ["strategies=[{name: label_smoothing}, {name: elr}]", "trainer.epochs=3", "noise.rate=0.4"]
-    straight = fit(smoke(tmp_path / "a", *over), quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        fit(smoke(tmp_path / "b", *over), quiet=True, callbacks=[StopAtEpoch(1)])
-    resumed = fit(smoke(tmp_path / "b", *over, "resume=true"), quiet=True)
-    assert {k: resumed[k] for k in KEYS} == {k: straight[k] for k in KEYS}
-    resumed_rows = comparable_rows(resumed["run_dir"])
-    assert resumed_rows == comparable_rows(straight["run_dir"])
-    assert all(float(r["elr/penalty"]) < 0 for r in resumed_rows)
+    _, resumed = assert_resumes_exactly(tmp_path, over, stop_epoch=1)
+    assert all(float(r["elr/penalty"]) < 0 for r in comparable_rows(resumed["run_dir"]))
