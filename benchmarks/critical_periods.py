@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from robustlearn.leaderboard.curves import mean_series, peak_and_end, read_columns, tag_value  # noqa: E402
+from robustlearn.leaderboard.curves import group, mean_series, peak_and_end, read_columns  # noqa: E402
 from robustlearn.leaderboard.plots import figure_png  # noqa: E402
 from robustlearn.tracking.store import ResultsStore  # noqa: E402
 
@@ -44,14 +44,11 @@ Window = tuple[str, int, int, int]  # kind, start, end, epochs
 def windows(rows: list[dict]) -> dict[Window, list[dict[str, list]]]:
     """(kind, start, end, epochs) -> per completed run, its test accuracy and Fisher trace series."""
     out: dict[Window, list[dict[str, list]]] = {}
-    for row in rows:
-        if row.get("status") != "completed":
-            continue
-        kind, start, end, epochs = (tag_value(row.get("tags") or [], k) for k in KEYS)
+    for (_, kind, start, end, epochs), dirs in group(rows, *KEYS).items():
         if None in (kind, start, end, epochs):
             continue
-        key = ("none" if start == end else str(kind), int(start), int(end) if start != end else int(start), int(epochs))
-        out.setdefault(key, []).append(read_columns(row["run_dir"], COLUMNS))
+        key = ("none" if start == end else str(kind), int(start), int(end), int(epochs))
+        out.setdefault(key, []).extend(read_columns(d, COLUMNS) for d in dirs)
     return out
 
 

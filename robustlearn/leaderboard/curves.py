@@ -43,14 +43,15 @@ def read_columns(run_dir: str | Path, columns: Sequence[str]) -> dict[str, Serie
     return out
 
 
-def group(rows: Iterable[dict], key: str) -> dict[tuple[str, object], list[str]]:
-    """Completed runs by (method, value of the `key` tag): their run folders, in the store's order."""
-    out: dict[tuple[str, object], list[str]] = {}
+def group(rows: Iterable[dict], *keys: str) -> dict[tuple, list[str]]:
+    """Completed runs by (method, value of each `keys` tag, None where a run lacks it): their run folders, in the
+    store's order."""
+    out: dict[tuple, list[str]] = {}
     for row in rows:
         if row.get("status") != "completed":
             continue
-        value = tag_value(row.get("tags") or [], key)
-        out.setdefault((row["method"], value), []).append(row["run_dir"])
+        values = tuple(tag_value(row.get("tags") or [], key) for key in keys)
+        out.setdefault((row["method"], *values), []).append(row["run_dir"])
     return out
 
 

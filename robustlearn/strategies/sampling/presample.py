@@ -118,9 +118,9 @@ def importance_sample(scores: torch.Tensor, b: int, smooth: float, generator: to
     return pick, 1.0 / (len(p) * p[pick]), p
 
 
-def logit_scores(z: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """The `loss` or `upper_bound` score of each sample from its class logits z (n, K), float32."""
-    z = z.float()
+def logit_scores(logits: torch.Tensor, y: torch.Tensor, kind: str, k: int | None = None) -> torch.Tensor:
+    """The `loss` or `upper_bound` score of each sample from its first `k` logits (the classes; None: all), float32."""
+    z = logits.float()[:, :k]
     if kind == "loss":
         return F.cross_entropy(z, y, reduction="none")
     p = torch.softmax(z, dim=1)
@@ -224,10 +224,9 @@ class Presample(Strategy):
                                        "exact.")
             else:
                 logits = module(x)
-            z = logits.float()[:, :k] if k is not None else logits.float()
             if kind in ("loss", "upper_bound"):
-                return logit_scores(z, y, kind)
-            norm = logit_scores(z, y, "upper_bound")
+                return logit_scores(logits, y, kind, k)
+            norm = logit_scores(logits, y, "upper_bound", k)
             h_sq = seen["h"].float().square().sum(1)
             bias = 1.0 if layer.bias is not None and layer.bias.requires_grad else 0.0
             return norm * torch.sqrt(h_sq + bias)
@@ -317,7 +316,6 @@ class Presample(Strategy):
         """An off epoch with score loss or upper_bound: the trained batch's scores from its training-mode logits
         (the official code's way, no extra forward pass)."""
         if self.params.switch == "epoch" and not self._on and self.params.score in ("loss", "upper_bound"):
-            k = getattr(module, "num_classes", None)
-            z = logits.detach()[:, :k] if k is not None else logits.detach()
-            self._off_epoch_scores(logit_scores(z, batch["y"], self.params.score), module)
+            scores = logit_scores(logits.detach(), batch["y"], self.params.score, getattr(module, "num_classes", None))
+            self._off_epoch_scores(scores, module)
         return weights
