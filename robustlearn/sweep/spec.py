@@ -199,10 +199,10 @@ def _cases(raw: Any, grid: dict[str, list[Any]], path: Path) -> list[dict[str, A
                 f"cases[{i}]",
             )
         for key, value in case.items():
-            _not_reserved(key, f"cases[{i}].{key}", path)
             if isinstance(value, (list, dict)) and not value:
                 raise ConfigError(f"cases[{i}].{key} (in {path}): empty value {value!r}.", f"cases[{i}].{key}")
-    for key in keys:
+    for key in keys:  # every case sets these keys
+        _not_reserved(key, f"cases[0].{key}", path)
         if key in grid:
             raise ConfigError(
                 f"cases (in {path}): {key} is also a grid key; a key is varied either by the grid or by the cases.",
