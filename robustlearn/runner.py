@@ -7,7 +7,6 @@ data files, model/input mismatch, a missing checkpoint to resume) is checked bef
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from robustlearn.budget import TrainingTimeBudget
 from robustlearn.config import config_hash, run_id, to_yaml
 from robustlearn.data.datamodule import RobustDataModule
 from robustlearn.errors import ConfigError
@@ -113,7 +113,8 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
     store = ResultsStore(root / "results.sqlite")
 
     recorder = RunRecorder(run_dir, save_checkpoint=cfg.output.save_checkpoint)
-    extra: list[pl.Callback] = []
+    budget = cfg.trainer.max_time
+    extra: list[pl.Callback] = [] if budget is None else [TrainingTimeBudget(budget)]
     if not quiet:
         from pytorch_lightning.callbacks import RichProgressBar
 
@@ -124,7 +125,6 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
     trainer = pl.Trainer(
         max_epochs=t.epochs,
         max_steps=-1 if t.max_steps is None else t.max_steps,
-        max_time=None if t.max_time is None else datetime.timedelta(seconds=t.max_time),
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Timer
+
+from robustlearn.budget import time_budget
 
 
 def training_progress(trainer: pl.Trainer | None) -> float:
     """t after the step just taken (0 before training): the largest share used of the run's budgets, epochs and,
-    where set, `trainer.max_steps` (optimiser steps) and `trainer.max_time` (wall-clock of the fit)."""
+    where set, `trainer.max_steps` (optimiser steps) and `trainer.max_time` (training time, evaluation excluded)."""
     if trainer is None or not trainer.max_epochs:
         return 0.0
     steps = trainer.num_training_batches
@@ -34,20 +35,15 @@ def training_progress(trainer: pl.Trainer | None) -> float:
     max_steps = getattr(trainer, "max_steps", -1)
     if max_steps and max_steps > 0:
         t = max(t, trainer.global_step / max_steps)
-    timer = _timer(trainer)
-    if timer is not None and timer._duration:
-        t = max(t, timer.time_elapsed("train") / timer._duration)
+    budget = time_budget(trainer)
+    if budget is not None:
+        t = max(t, budget.spent())
     return min(max(t, 0.0), 1.0)
-
-
-def _timer(trainer: pl.Trainer) -> Timer | None:
-    """Lightning's `Timer` callback, which `Trainer(max_time=...)` adds."""
-    return next((cb for cb in getattr(trainer, "callbacks", ()) if isinstance(cb, Timer)), None)
 
 
 def has_budget(trainer: pl.Trainer | None) -> bool:
     """Whether a step or time budget may end the run before its epochs."""
-    return trainer is not None and ((getattr(trainer, "max_steps", -1) or -1) > 0 or _timer(trainer) is not None)
+    return trainer is not None and ((getattr(trainer, "max_steps", -1) or -1) > 0 or time_budget(trainer) is not None)
 
 
 def _cos(start: float, end: float, pct: float) -> float:

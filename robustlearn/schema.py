@@ -67,7 +67,7 @@ class SchedulerCfg:
 class TrainerCfg:
     epochs: int = rng(10, ge=1)  # the epoch budget; max_steps / max_time may end the run earlier
     max_steps: int | None = rng(None, ge=1)  # step budget (optimiser steps); null: none
-    max_time: float | None = rng(None, gt=0.0)  # wall-clock budget of the fit in seconds; null: none
+    max_time: float | None = rng(None, gt=0.0)  # training-time budget in seconds (evaluation excluded); null: none
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = rng(1, ge=1)
     strategy: str = "auto"  # Lightning strategy: auto, ddp, ...

@@ -88,3 +88,41 @@ def test_bad_budgets_are_refused_naming_the_key(tmp_path, override, key):
     with pytest.raises(ConfigError) as err:
         smoke(tmp_path, override)
     assert key in str(err.value)
+
+
+class FakeClock:
+    """A clock that moves only when told: one second per training batch, `eval_s` per validation."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tick(pl.Callback):
+    def __init__(self, clock: FakeClock, eval_s: float):
+        self.clock, self.eval_s, self.steps = clock, eval_s, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps += 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.clock.now += 1.0
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.clock.now += self.eval_s
+
+
+@pytest.mark.parametrize("eval_s", [0.0, 1000.0])
+def test_a_slow_evaluation_does_not_change_how_much_a_run_trains(tmp_path, monkeypatch, eval_s):
+    import robustlearn.budget
+
+    clock = FakeClock()
+    monkeypatch.setattr(robustlearn.budget, "clock", clock)
+    tick = Tick(clock, eval_s)
+    budget = 40  # seconds of the fake clock: one per training batch, so 40 steps (one epoch is 29)
+    result = fit(smoke(tmp_path, "trainer.epochs=100", f"trainer.max_time={budget}", "scheduler.name=cosine"),
+                 quiet=True, callbacks=[tick])
+    assert tick.steps == budget
+    assert result["epochs_done"] == 2 and result["status"] == "completed"

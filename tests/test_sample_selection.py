@@ -325,9 +325,26 @@ def test_missing_noise_rate_is_a_clear_error_at_set_up():
     s = SmallLoss(position=2)
     with pytest.raises(ConfigError) as err:
         s.setup(SimpleNamespace(datamodule=None), SimpleNamespace(), "fit")
-    assert err.value.key == "strategies[2].forget_rate" and "noise.rate" in str(err.value)
+    assert err.value.key == "strategies[2].forget_rate" and "noise_info" in str(err.value)
     s = SmallLoss(SmallLoss.Params(forget_rate=0.3))  # an explicit rate needs no config
     s.setup(SimpleNamespace(datamodule=None), SimpleNamespace(), "fit")
     assert s.tau == 0.3 and s.oracle is None
     assert SmallLoss().oracle == "true noise rate" and CoTeachingPlus().oracle == "true noise rate"
     assert s.forget_at(0) == 0.0 and s.forget_at(10) == 0.3
+
+
+@pytest.mark.parametrize("name", ["small_loss", "jocor"])
+def test_the_oracle_forget_rate_is_the_actual_noise_rate_not_the_nominal_one(tmp_path, name):
+    # Class-map noise that flips only class 0 (half of it, to class 1): the nominal noise.rate (0.4) says nothing about
+    # the share of flipped labels (about 1/K of 0.5). The oracle default must drop the actual share.
+    k = 4
+    matrix = [[0.5, 0.5, 0.0, 0.0]] + [[1.0 if j == i else 0.0 for j in range(k)] for i in range(1, k)]
+    cfg = smoke(tmp_path, "noise.kind=matrix", "noise.rate=0.4", f"noise.matrix={matrix}",
+                "trainer.epochs=2", "output.save_checkpoint=false",
+                f"strategies=[{{name: {name}, ramp_epochs: 1}}]")
+    result = fit(cfg, quiet=True)
+    assert result["status"] == "completed", result["error"]
+    actual = result["noise_rate_actual"]
+    assert 0.05 < actual < 0.2
+    assert [float(r[f"{name}/forget_rate"]) for r in rows(result["run_dir"])] == pytest.approx([actual, actual])
+    assert result["oracle"] == "true noise rate"

@@ -16,9 +16,10 @@ steps inside the main step, on (1/k) Σ_{D_f} w_i ℓ(g, x_i, y_i) with the same
 presampler's importance weights). ℓ is the run's per-sample loss for both networks (cross-entropy, or the loss
 strategy's); penalties (ELR, ...) apply to f only. The peer follows the main optimiser's learning rate and momentum.
 
-Defaults (official code, github.com/bhanML/Co-teaching): `forget_rate` τ = null, i.e. the config's `noise.rate`
-(the paper assumes it known: the run records `oracle = "true noise rate"`); `ramp_epochs` T_k = 10 (`num_gradual`);
-`exponent` c = 1. T_k = 10 was set for 200 epochs; on 8–20-epoch schedules set a few epochs to reach τ in time.
+Defaults (official code, github.com/bhanML/Co-teaching): `forget_rate` τ = null, i.e. the true noise rate of the
+run's labels, `noise_rate_actual` (the paper assumes it known: the run records `oracle = "true noise rate"`);
+`ramp_epochs` T_k = 10 (`num_gradual`); `exponent` c = 1. T_k = 10 was set for 200 epochs; on 8–20-epoch schedules
+set a few epochs to reach τ in time.
 
 Evaluation: validation and test score the module's own network f, as the papers report one network's accuracy
 (the official code prints both; they end close). The peer's weights and optimiser state are checkpointed with the

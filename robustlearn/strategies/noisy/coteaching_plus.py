@@ -33,7 +33,7 @@ second softmax) inside the disagreement branch; here the loss is the run's per-s
 networks (cross-entropy, or the loss strategy's). Its keep count ⌊(1 − R)·d⌋ may be 0 (a NaN loss); here it is at
 least one, as Co-teaching's `keep_count`.
 
-Defaults: `forget_rate` τ = null, i.e. the config's `noise.rate` (oracle, recorded as "true noise rate");
+Defaults: `forget_rate` τ = null, i.e. the actual noise rate of the labels (oracle, recorded as "true noise rate");
 `ramp_epochs` 10 and `exponent` 1 (official code: `num_gradual` 10, exponent 1); `init_epoch` 1. The official code
 sets `init_epoch` per dataset: 0 for MNIST and for 20 Newsgroups, 5 for CIFAR-100, 20 of 200 epochs for CIFAR-10 (10 %)
 and 100 for Tiny-ImageNet. 1 here: about CIFAR-10's 10 % of this repository's 8–20-epoch schedules, an epoch of

@@ -31,9 +31,10 @@ Defaults and their sources:
 - `co_lambda` = 0.9: the official README ("generally the best lambda is between 0.5–0.9"; 0.9 for CIFAR-10 at 20 %,
   50 % symmetric and 40 % asymmetric noise, 0.65 at 80 %, 0.85 for CIFAR-100). The argparse default of the
   official `main.py` is 0.1; set it for a comparison with that default.
-- `forget_rate` = null: τ is the config's `noise.rate`, as the official code takes the known noise rate (it halves
-  it for its asymmetric noise; set `forget_rate` explicitly for such noise here). This reads oracle information and
-  the run records `oracle = "true noise rate"`; set a number to run without it.
+- `forget_rate` = null: τ is the true noise rate, the actual share of flipped labels (`noise_rate_actual`), as the
+  official code takes the known noise rate (it halves the nominal rate for its asymmetric CIFAR-10 map, which flips
+  half of the classes: the actual rate, which is what this default reads for any noise kind). This reads oracle
+  information and the run records `oracle = "true noise rate"`; set a number to run without it.
 - `ramp_epochs` = 10, `exponent` = 1: the official `num_gradual` and `exponent` (for 200-epoch runs; with the
   8–20-epoch schedules of this repository τ is reached late or not at all: lower `ramp_epochs` there).
 
@@ -66,7 +67,6 @@ from robustlearn.strategies.noisy.selection import (
     resolve_forget_rate,
     small_loss_mask,
 )
-from robustlearn.strategies.noisy.small_loss import run_config
 from robustlearn.strategies.owned import OwnedNetwork
 from robustlearn.strategies.params import is_number
 
@@ -91,7 +91,7 @@ class JoCoR(Strategy):
     @dataclass
     class Params:
         co_lambda: float = 0.9  # weight λ of the co-regularisation, 0 <= λ < 1 (official README: 0.5-0.9; 0.9 CIFAR-10)
-        forget_rate: float | None = None  # τ, share of each batch dropped; null: the config's noise.rate (oracle)
+        forget_rate: float | None = None  # τ, share of each batch dropped; null: the true noise rate (oracle)
         ramp_epochs: int = 10  # epochs over which R rises from 0 to τ^c (official num_gradual: 10)
         exponent: float = 1.0  # c in τ^c at the end of the ramp (official: 1)
 
@@ -112,14 +112,10 @@ class JoCoR(Strategy):
     def oracle(self) -> str | None:
         return "true noise rate" if self.params.forget_rate is None else None
 
-    @classmethod
-    def check_config(cls, params, cfg: dict) -> None:
-        resolve_forget_rate(params.forget_rate, cfg)  # a null forget_rate needs noise.rate
-
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self.tau = resolve_forget_rate(self.params.forget_rate, run_config(trainer, pl_module))
+        self.tau = resolve_forget_rate(self.params.forget_rate, trainer)
         self.peer = OwnedNetwork(pl_module, salt=1 + self.position)
 
     # ---- the step ---------------------------------------------------------------------------------------------

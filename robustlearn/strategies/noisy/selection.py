@@ -10,12 +10,16 @@ with τ the forget rate, c the exponent (default 1, so the two branches meet) an
 Each batch keeps its ⌊(1 − R(e))·B⌋ smallest-loss samples (at least one), as `num_remember = int(remember_rate *
 len(loss_sorted))` does there.
 
-The default τ is the configuration's noise rate (`noise.rate`), as the paper assumes it known: a strategy that takes
-it from there reads oracle information and says so (`oracle = "true noise rate"`).
+The default τ is the true noise rate, as the papers assume it known: the *actual* share of flipped labels that the
+run's noise draw produced (`noise_rate_actual`, from the datamodule's `noise_info`), not the nominal `noise.rate`.
+The two differ where a noise kind flips only some classes: Fashion-MNIST's asymmetric map flips 4 of 10 classes, so
+`noise.rate: 0.4` flips 16 % of the labels, and a forget rate of 0.4 would drop 40 % of every batch to remove 16 %.
+A strategy that takes τ from there reads oracle information and says so (`oracle = "true noise rate"`).
 """
 
 from __future__ import annotations
 
+import pytorch_lightning as pl
 import torch
 
 from robustlearn.errors import ConfigError
@@ -43,22 +47,23 @@ def small_loss_mask(losses: torch.Tensor, k: int) -> torch.Tensor:
     return mask.scatter_(0, losses.detach().topk(k, largest=False).indices, 1.0)
 
 
-def resolve_forget_rate(forget_rate: float | None, cfg: dict) -> float:
-    """The forget rate to use: the given one, or the configuration's `noise.rate` (the oracle default)."""
+def resolve_forget_rate(forget_rate: float | None, trainer: pl.Trainer) -> float:
+    """The forget rate to use: the given one, or the actual noise rate of the run's labels (the oracle default)."""
     if forget_rate is not None:
         return float(forget_rate)
-    rate = (cfg.get("noise") or {}).get("rate")
-    if rate is None:
-        raise ConfigError("forget_rate is not set and the config has no noise.rate to take it from; set forget_rate "
-                          "(the share of each batch to drop, e.g. 0.2).", "forget_rate")
-    return float(rate)
+    info = getattr(getattr(trainer, "datamodule", None), "noise_info", None)
+    if info is None:
+        raise ConfigError("forget_rate is null, which means the true noise rate of the training labels, but this run "
+                          "has no robustlearn datamodule whose noise_info records it; set forget_rate (the share of "
+                          "each batch to drop, e.g. 0.2).", "forget_rate")
+    return float(info.rate_actual)
 
 
 def check_selection_params(name: str, forget_rate: float | None, ramp_epochs: int, exponent: float) -> None:
     """The `ConfigError`s of the three selection parameters, naming the key."""
     if forget_rate is not None and not (is_number(forget_rate) and 0.0 <= forget_rate < 1.0):
         raise ConfigError(f"{name}: forget_rate = {forget_rate!r} must be a number >= 0 and < 1 (the share of each "
-                          "batch dropped), or null for the config's noise.rate.", "forget_rate")
+                          "batch dropped), or null for the true noise rate of the training labels.", "forget_rate")
     if not (is_whole(ramp_epochs) and ramp_epochs >= 1):
         raise ConfigError(f"{name}: ramp_epochs = {ramp_epochs!r} must be an integer >= 1 (official code: 10).",
                           "ramp_epochs")

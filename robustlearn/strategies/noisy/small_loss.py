@@ -14,9 +14,10 @@ the first epochs (`robustlearn.strategies.noisy.selection`, as the official Co-t
 
     R(e) = τ^c · e / (T_k − 1) for epochs e < T_k (counted from 0),    R(e) = τ afterwards
 
-Defaults (official Co-teaching code, github.com/bhanML/Co-teaching): `forget_rate` τ = null, i.e. the config's
-`noise.rate` (the paper assumes the noise rate known); `ramp_epochs` T_k = 10 (`num_gradual`); `exponent` c = 1.
-With τ taken from `noise.rate` the method reads oracle information and says so (`oracle = "true noise rate"`, in
+Defaults (official Co-teaching code, github.com/bhanML/Co-teaching): `forget_rate` τ = null, i.e. the true noise
+rate of the run's labels (the paper assumes it known): the actual share flipped, `noise_rate_actual`, not the nominal
+`noise.rate` (they differ for class-map noise; selection.py); `ramp_epochs` T_k = 10 (`num_gradual`); `exponent`
+c = 1. Taking τ from the noise draw, the method reads oracle information and says so (`oracle = "true noise rate"`, in
 result.json and on the leaderboard); set `forget_rate` to an estimate for a practical run. T_k = 10 was chosen for
 200-epoch runs; on this repository's 8–20-epoch schedules R(e) is still rising for most of the run — set
 `ramp_epochs` to a few epochs (about a quarter of the run) to reach τ in time.
@@ -48,22 +49,13 @@ from robustlearn.strategies.noisy.selection import (
 )
 
 
-def run_config(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
-    """The run's config, from the datamodule (`cfg`) or else the module (`cfg`); {} where neither has one."""
-    for holder in (getattr(trainer, "datamodule", None), pl_module):
-        cfg = getattr(holder, "cfg", None)
-        if cfg is not None:
-            return cfg
-    return {}
-
-
 @STRATEGIES.register("small_loss")
 class SmallLoss(Strategy):
     """Small-loss selection: each batch trains on its (1 − R(e)) share with the smallest loss, R ramped to τ."""
 
     @dataclass
     class Params:
-        forget_rate: float | None = None  # τ, share of each batch dropped once ramped, 0 <= τ < 1; null: noise.rate
+        forget_rate: float | None = None  # τ, share of each batch dropped once ramped, 0 <= τ < 1; null: true rate
         ramp_epochs: int = 10  # T_k, epochs over which R rises from 0 to τ^c (official code: num_gradual = 10)
         exponent: float = 1.0  # c in τ^c, the ramp's end value (official code: 1)
 
@@ -82,7 +74,7 @@ class SmallLoss(Strategy):
         if stage != "fit":
             return
         try:
-            self.tau = resolve_forget_rate(self.params.forget_rate, run_config(trainer, pl_module))
+            self.tau = resolve_forget_rate(self.params.forget_rate, trainer)
         except ConfigError as exc:
             key = f"strategies[{self.position}].{exc.key}"
             raise ConfigError(f"{key}: {self.name}: {exc}", key) from exc
