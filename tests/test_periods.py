@@ -21,7 +21,7 @@ from robustlearn.config import load_config
 from robustlearn.module import RobustClassifier
 from robustlearn.runner import fit
 from robustlearn.strategies.periods.deficit import KINDS, Deficit, blur
-from robustlearn.strategies.periods.fisher_trace import FisherTrace, estimate_fisher_trace
+from robustlearn.strategies.periods.fisher_trace import FisherTrace, estimate_fisher_trace, with_clean_bn_stats
 from robustlearn.strategies.step import StepPlan
 from tests.conftest import CONFIGS
 from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, fit_method, rows, smoke
@@ -309,6 +309,35 @@ def test_fisher_trace_samples_the_label_from_the_model():
     torch.testing.assert_close(counts, torch.softmax(net.eval()(x[:1]), 1)[0], atol=0.03, rtol=0)
 
 
+def test_clean_bn_statistics_are_the_probes_own_and_leave_the_training_network_alone():
+    # The batch-norm confound: running statistics gathered on other inputs (blurred batches) than the probe. With the
+    # re-estimation, the statistics are the probe's own mean and (biased-per-batch, unbiased-stored) variance, so the
+    # measured trace no longer depends on what the training network's running statistics hold.
+    net = tiny_net()
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    twin = with_clean_bn_stats(net, x, batch_size=8)  # one batch: the statistics are exactly the batch's
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items()) and net.training
+    h = net[0](x).detach()
+    torch.testing.assert_close(twin[1].running_mean, h.mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(twin[1].running_var, h.var(0, unbiased=True), rtol=0, atol=1e-12)
+
+    def trace(bn_mean: torch.Tensor, clean: bool) -> float:
+        other = tiny_net()
+        other[1].running_mean.copy_(bn_mean)
+        measured = with_clean_bn_stats(other, x, batch_size=4) if clean else other
+        return estimate_fisher_trace(measured, x, samples=2, generator=torch.Generator().manual_seed(1)).total
+
+    shifted = torch.full((5,), 3.0, dtype=torch.float64)
+    zero = torch.zeros(5, dtype=torch.float64)
+    assert trace(zero, clean=True) == pytest.approx(trace(shifted, clean=True), rel=1e-12)
+    assert abs(trace(zero, clean=False) - trace(shifted, clean=False)) > 1e-3 * abs(trace(zero, clean=False))
+    plain = nn.Sequential(nn.Linear(3, 4)).double()
+    assert with_clean_bn_stats(plain, x) is plain  # nothing to re-estimate
+
+
 def fisher_columns(run_dir) -> list[str]:
     return [k for k in rows(run_dir)[0] if k.startswith("fisher_trace/")]
 
@@ -395,6 +424,7 @@ def test_no_host_sync_in_the_steps(tmp_path, monkeypatch):
     ("{name: fisher_trace, every_n_steps: 0}", "every_n_steps"),
     ("{name: fisher_trace, every_n_steps: 2.5}", "every_n_steps"),
     ("{name: fisher_trace, batch_size: 0}", "batch_size"),
+    ("{name: fisher_trace, bn: train}", "bn"),
 ])
 def test_bad_parameters_are_refused_naming_the_key(entry, key):
     assert_bad_strategy_parameter(entry, key)

@@ -21,10 +21,20 @@ Measured at the end of every training epoch (`on_train_epoch_end`, after its val
 after every n-th optimiser step (trainer.global_step divisible by n); the per-epoch values logged are then the mean of
 that epoch's measurements, and every measurement is in `history` (checkpointed) and in `fisher_trace.csv` in the
 trainer's `default_root_dir`, the run directory under the runner (columns epoch, step, total, seconds, one per
-layer). The network is measured in eval mode (BatchNorm uses its running statistics and does not update them; dropout
-is off), in float32 without autocast, and every module's mode is restored after: the Fisher of the deterministic
-network that is validated. A measurement changes neither the weights, nor the running statistics, nor the global
-random state, so a run with it trains exactly as one without it.
+layer). The network is measured in eval mode (dropout off), in float32 without autocast, and every module's mode is
+restored after.
+
+Batch-norm statistics (`bn`). In eval mode BatchNorm normalises with its running statistics, which training
+accumulates on the *training* batches: during a deficit those are blurred (or flipped, or noise) images, while the
+probe is clean. Measured with them, the clean probe passes through a network normalised for other inputs, and the
+trace moves with that mismatch rather than with the weights' information. With `bn: clean` (the default) each
+measurement is taken on a copy of the network whose BatchNorm statistics are re-estimated on the clean probe (running
+statistics reset, then one pass over the probe in batches of `batch_size` with only the BatchNorm layers in train mode,
+cumulative average): the authors' later code does the same before it evaluates (`dry_run()` in
+mjkleinman/CriticalPeriodMultiView). `bn: running` measures with the training run's own statistics, as this
+strategy did before. A network without BatchNorm (All-CNN, the paper's net) is measured as it is either way.
+A measurement changes neither the weights, nor the training network's running statistics, nor the global random
+state, so a run with it trains exactly as one without it.
 
 The probe: `probe_size` positions of the training split (all of it when smaller) drawn once at the start of the fit
 from a generator seeded by the run seed, and checkpointed (`probe`); the inputs are read un-augmented through the
@@ -32,7 +42,7 @@ datamodule (`train_tensors()`). The draws of ŷ come from a generator seeded by 
 run measures what an uninterrupted one would. With a strategy that adds outputs past the K classes, ŷ is drawn from
 the softmax over every output of the network (the distribution the gradient function differentiates).
 
-Defaults: probe_size 512, samples 1, every epoch. The paper plots the trace per epoch (it rises fast in the first
+Defaults: probe_size 512, samples 1, every epoch, bn clean. The paper plots the trace per epoch (it rises fast in the first
 epochs, then decreases, and a deficit changes how the information is distributed over the layers); it states no
 probe size, so 512 samples with one draw each is a choice of this repository (raise `probe_size` or `samples` for a
 smoother curve: the Monte Carlo error falls as 1/√(P·S)). `batch_size` only bounds memory (one chunk's activations
@@ -51,6 +61,7 @@ phases), per layer, beside a deficit or a noisy-label method, to see how they ch
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import time
 from collections.abc import Callable, Iterator
@@ -86,6 +97,28 @@ def measuring(net: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+def with_clean_bn_stats(net: nn.Module, x: torch.Tensor, batch_size: int = 128) -> nn.Module:
+    """A copy of `net` whose BatchNorm running statistics are re-estimated on the inputs `x` (reset, then a cumulative
+    average over batches of `batch_size`, only the BatchNorm layers in train mode, so dropout draws nothing); `net`
+    itself unchanged. A network without BatchNorm statistics is returned as it is."""
+    bn = nn.modules.batchnorm._BatchNorm
+    if not any(isinstance(m, bn) and m.track_running_stats for m in net.modules()):
+        return net
+    twin = copy.deepcopy(net)
+    twin.eval()
+    for m in twin.modules():
+        if isinstance(m, bn) and m.track_running_stats:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+    device_type = next(twin.parameters()).device.type
+    with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
+        for lo in range(0, len(x), batch_size):
+            twin(x[lo : lo + batch_size])
+    twin.eval()
+    return twin
 
 
 @dataclass
@@ -138,8 +171,12 @@ class FisherTrace(Strategy):
         samples: int = 1  # draws of ŷ from the model per probe sample, >= 1
         every_n_steps: int | None = None  # null: once after every epoch; n: after every n-th optimiser step
         batch_size: int = 128  # probe samples per chunk (each with its `samples` draws; memory only), >= 1
+        bn: str = "clean"  # clean: BatchNorm statistics re-estimated on the clean probe; running: the run's own
 
         def __post_init__(self):
+            if self.bn not in ("clean", "running"):
+                raise ConfigError(f"fisher_trace: bn = {self.bn!r} must be 'clean' (BatchNorm statistics re-estimated "
+                                  "on the clean probe before measuring) or 'running' (the training run's own).", "bn")
             for key in ("probe_size", "samples", "batch_size"):
                 value = getattr(self, key)
                 if not (is_whole(value) and value >= 1):
@@ -186,6 +223,8 @@ class FisherTrace(Strategy):
         g = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, trainer.global_step, salt=LABEL_SALT))
         _synchronize(device)
         started = time.perf_counter()
+        if self.params.bn == "clean":
+            net = with_clean_bn_stats(net, self._probe_x, self.params.batch_size)
         est = estimate_fisher_trace(net, self._probe_x, self.params.samples, g, self.params.batch_size)
         _synchronize(device)
         seconds = time.perf_counter() - started
