@@ -42,8 +42,8 @@ datamodule (`train_tensors()`). The draws of ŷ come from a generator seeded by 
 run measures what an uninterrupted one would. With a strategy that adds outputs past the K classes, ŷ is drawn from
 the softmax over every output of the network (the distribution the gradient function differentiates).
 
-Defaults: probe_size 512, samples 1, every epoch, bn clean. The paper plots the trace per epoch (it rises fast in the first
-epochs, then decreases, and a deficit changes how the information is distributed over the layers); it states no
+Defaults: probe_size 512, samples 1, every epoch, bn clean. The paper plots the trace per epoch (it rises fast in the
+first epochs, then decreases, and a deficit changes how the information is distributed over the layers); it states no
 probe size, so 512 samples with one draw each is a choice of this repository (raise `probe_size` or `samples` for a
 smoother curve: the Monte Carlo error falls as 1/√(P·S)). `batch_size` only bounds memory (one chunk's activations
 and output gradients are held at once).
