@@ -28,6 +28,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file, args.overrides)
     print(to_yaml(cfg), end="")
     print(f"# run_id: {run_id(cfg)}\n# config_hash: {config_hash(cfg)}")
+    print(f"# settings applied: {', '.join(cfg.settings_applied) or 'none (the method YAML defaults)'}")
     return 0
 
 
@@ -36,6 +37,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from robustlearn.runner import fit
 
     cfg = load_config(args.file, args.overrides)
+    if not args.quiet and cfg.settings_applied:
+        print(f"robustlearn: {cfg.method}: per-dataset settings applied: {', '.join(cfg.settings_applied)} "
+              "(settings_applied in config.yaml and result.json)")
     result = fit(cfg, quiet=args.quiet)
     status = result["status"]
     if not args.quiet or status != "completed":

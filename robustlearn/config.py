@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from robustlearn.errors import ConfigError
+from robustlearn.method_settings import apply_settings
 from robustlearn.schema import BOOKKEEPING
 from robustlearn.validate import validate
 
@@ -146,6 +147,7 @@ def load_config(
         data = _merge(data, _load_tree(_resolve_path(str(inc), Path.cwd(), "includes"), "includes"))
     for item in overrides:
         _apply_override(data, item)
+    apply_settings(data, overrides)
     return from_dict(data)
 
 

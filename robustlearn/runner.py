@@ -154,6 +154,7 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         "run_dir": str(run_dir), "train_size": dm.train_size, "device": None,
         "strategies": [s.name for s in strategies], "noise": dm.noise_info.summary(),
         "oracle": "; ".join(s.oracle for s in strategies if s.oracle) or None, "compiled": compiled,
+        "settings_applied": list(cfg.settings_applied),
     }
     interrupted = False
     try:
