@@ -205,8 +205,26 @@ def test_proselflc_during_warmup_is_cross_entropy():
     assert (after - ce(CONFIDENT, CONFIDENT_BATCH)).abs().max().item() > 0.1
 
 
-def test_proselflc_gradient_treats_the_target_as_constant():
+def test_proselflc_gradient_of_the_official_objective():
+    # The official code detaches eps only: d/dz of -sum_k ((1 - eps) q_k + eps p_k) log p_k is
+    # p - q~ - eps * p * (log p + H(p)), the extra term being eps times the gradient of the entropy H(p).
     s = ProSelfLC()
+    assert s.params.target_grad
+    z = LOGITS3.double()
+    logits = LOGITS3.clone().requires_grad_(True)
+    s.loss_at(logits, BATCH3["y"], 0.8, 5).sum().backward()
+    p = torch.softmax(z, 1)
+    log_p = torch.log_softmax(z, 1)
+    entropy = -(p * log_p).sum(1, keepdim=True)
+    eps = s.epsilon(LOGITS3, 0.8)[:, None].double()
+    target = (1 - eps) * F.one_hot(BATCH3["y"], 3).double() + eps * p
+    official = p - target - eps * p * (log_p + entropy)
+    torch.testing.assert_close(logits.grad.double(), official, rtol=1e-5, atol=1e-6)
+    assert (official - (p - target)).abs().max().item() > 1e-3  # the two objectives differ here
+
+
+def test_proselflc_gradient_treats_the_target_as_constant():
+    s = ProSelfLC(ProSelfLC.Params(target_grad=False))
     logits = LOGITS3.clone().requires_grad_(True)
     s.loss_at(logits, BATCH3["y"], 0.8, 5).sum().backward()
     p = torch.softmax(LOGITS3, 1)
@@ -333,6 +351,7 @@ def test_losses_are_float32_and_finite_at_extreme_logits(strategy):
         ("{name: proselflc, transit_ratio: 1.5}", "transit_ratio"),
         ("{name: proselflc, transit_ratio: .nan}", "transit_ratio"),
         ("{name: proselflc, warmup_epochs: -1}", "warmup_epochs"),
+        ("{name: proselflc, target_grad: 1}", "target_grad"),
         ("{name: proselflc, warmup_epochs: 1.5}", "warmup_epochs"),
         ("{name: proselflc, warmup_epochs: true}", "warmup_epochs"),
         ("{name: proselflc, b: 16}", "b"),
@@ -413,7 +432,7 @@ DEFAULTS = {
     "bootstrap_soft": {"beta": 0.95},
     "bootstrap_hard": {"beta": 0.8},
     "label_smoothing": {"smoothing": 0.1},
-    "proselflc": {"B": 16.0, "transit_ratio": 0.5, "warmup_epochs": 0},
+    "proselflc": {"B": 16.0, "transit_ratio": 0.5, "warmup_epochs": 0, "target_grad": True},
     "elr": {"lam": 3.0, "beta": 0.7},
 }
 

@@ -14,10 +14,15 @@ the prediction grows with training (global trust g) and with the prediction's co
 1 - H(p)/H(u), in [0, 1]): early, or on an uncertain prediction, the target is the observed label; late, a confident
 prediction overrides it. During the first `warmup_epochs` epochs (counted from 0) the loss is plain cross-entropy.
 
-Gradient: eps and the p inside the target are detached, so the gradient in the logits is p - q~ with q~ a constant,
-the form the paper's analysis uses. The official code computes eps under `no_grad` but keeps the gradient through p
-in the target (which adds eps times an entropy-minimisation term); the detached form is used here. Entropy from
-`log_softmax` in float32, eps clamped to [0, 1] against rounding.
+Gradient (`target_grad`). The official code (XinshaoAmosWang/ProSelfLC-AT, its ProSelfLC loss) computes eps under
+`no_grad` but keeps the gradient through the p inside the target, so the loss is CE(q) with an added eps·H(p) and
+its gradient in the logits is
+
+    ∂l/∂z = p − q~ − eps · p ⊙ (log p + H(p))          (`target_grad: true`, the default: the official objective)
+
+which adds an entropy-minimisation push on confident predictions. With `target_grad: false` the p inside the target
+is detached too and the gradient is p − q~, the form the paper's analysis uses. Entropy from `log_softmax` in float32,
+eps clamped to [0, 1] against rounding.
 
 Defaults: B = 16 and r = 0.5, the paper's. warmup_epochs = 0: the official code has no cross-entropy phase; its
 `warmup_epochs` (e.g. 16 in a CIFAR-100 run recorded in its repository) is a linear learning-rate warm-up applied
@@ -59,8 +64,12 @@ class ProSelfLC(Strategy):
         B: float = 16.0  # sharpness of the global trust g(t) = sigmoid(B (t - r)), 0 <= B <= 500 (paper: 16)
         transit_ratio: float = 0.5  # r, the progress where g(t) = 1/2, 0 <= r <= 1 (paper: 0.5)
         warmup_epochs: int = 0  # epochs of plain cross-entropy first (official code: none)
+        target_grad: bool = True  # gradient through p in the target (official code); false: p detached (analysis)
 
         def __post_init__(self):
+            if not isinstance(self.target_grad, bool):
+                raise ConfigError(f"proselflc: target_grad = {self.target_grad!r} must be true (the official "
+                                  "objective) or false (p in the target detached).", "target_grad")
             if not (is_number(self.B) and 0.0 <= self.B <= 500.0):
                 raise ConfigError(f"proselflc: B = {self.B!r} is out of range; it must be a number >= 0 and <= 500.",
                                   "B")
@@ -89,9 +98,9 @@ class ProSelfLC(Strategy):
         return self.corrected_loss(logits, y, self.epsilon(logits, progress))
 
     def corrected_loss(self, logits: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy against (1 - eps) q + eps p, with p detached."""
+        """Cross-entropy against (1 - eps) q + eps p (eps detached; p detached unless `target_grad`)."""
         logits = logits.float()
-        p = torch.softmax(logits.detach(), dim=1)
+        p = torch.softmax(logits if self.params.target_grad else logits.detach(), dim=1)
         eps = eps[:, None]
         return soft_cross_entropy(logits, (1.0 - eps) * one_hot(y, logits.shape[1]) + eps * p)
 
