@@ -151,8 +151,18 @@ def load_config(
     return from_dict(data)
 
 
+def method_label(data: dict) -> None:
+    """A `method` left null becomes the strategies' names joined by "+" (`gce`, `gce+elr`), or `ce` with none, so that
+    a run given strategies on the command line is not recorded as cross-entropy. An explicit `method` is kept."""
+    if data.get("method") is not None:
+        return
+    names = [s.get("name") for s in data.get("strategies") or [] if isinstance(s, dict)]
+    data["method"] = "+".join(str(n) for n in names if n) or "ce"
+
+
 def from_dict(data: dict) -> DictConfig:
     """Resolve interpolations, validate and freeze a config given as a plain dict."""
+    method_label(data)
     try:
         resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
     except OmegaConfBaseException as exc:

@@ -81,3 +81,19 @@ def test_a_bad_block_is_refused_naming_the_key(tmp_path, block, key):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.key == key, str(err.value)
+
+
+@pytest.mark.parametrize("overrides, label", [
+    (["strategies=[{name: gce}]"], "gce"),
+    (["strategies=[{name: gce}, {name: elr}]"], "gce+elr"),
+    ([], "ce"),
+    (["method=mine", "strategies=[{name: gce}]"], "mine"),
+])
+def test_the_method_label_follows_the_strategies_unless_set(overrides, label):
+    assert load_config(FMNIST, overrides).method == label
+
+
+def test_the_ce_label_keeps_its_config_hash():
+    # `method: null` resolving to ce gives the resolved config that `method: ce` gave: finished runs keep their hash
+    cfg = load_config(FMNIST)
+    assert cfg.method == "ce" and config_hash(cfg) == config_hash(load_config(FMNIST, ["method=ce"]))
