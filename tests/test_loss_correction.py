@@ -291,38 +291,97 @@ def test_truncated_gce_fit_refreshes_and_resumes(tmp_path):
 
 
 # ---- IMAE -----------------------------------------------------------------------------------------------------------
+# The official derivative (XinshaoAmosWang/ProSelfLC-AT, src/proselflc/trainer/trainer_cnn_vision.py, `dm_exp_pi`):
+#   e_i = exp(β (1 − p_i) (p_i + 1e-8)^λ),   ∂L/∂z_i = (p(z_i) − onehot(y_i)) / (2 (1 − p_i) + 1e-8) · e_i / Σ_j e_j
+# with p_i = p_{y_i}: CE's logit gradient divided by its L1 norm 2 (1 − p_i), times the emphasis normalised to sum one.
 
-def imae_by_hand(p_y: list[float], beta: float, lam: float) -> torch.Tensor:
-    raw = torch.tensor([math.exp(beta * (1 - p) * p**lam) for p in p_y])
-    return raw / raw.mean()
+def imae_emphasis_by_hand(p_y: list[float], beta: float, lam: float) -> list[float]:
+    raw = [math.exp(beta * (1.0 - p) * (p + 1e-8) ** lam) for p in p_y]
+    return [r / sum(raw) for r in raw]
+
+
+def imae_official_gradient(logits: torch.Tensor, y: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
+    """The official ∂L/∂z, written out sample by sample in Python floats (float64)."""
+    rows = []
+    probs = [[math.exp(v) / sum(math.exp(u) for u in row) for v in row] for row in logits.tolist()]
+    p_y = [p[t] for p, t in zip(probs, y.tolist())]
+    emphasis = imae_emphasis_by_hand(p_y, beta, lam)
+    for p, t, py, e in zip(probs, y.tolist(), p_y, emphasis):
+        rows.append([(pj - (1.0 if j == t else 0.0)) / (2.0 * (1.0 - py) + 1e-8) * e for j, pj in enumerate(p)])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def imae_gradient(logits: torch.Tensor, y: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
+    """∂/∂z of the step's loss Σ_i w_i CE_i / B with IMAE's weights (CE: no loss provider), float64."""
+    z = logits.detach().double().requires_grad_(True)
+    per_sample = F.cross_entropy(z, y, reduction="none")
+    w = IMAE(IMAE.Params(beta=beta, lam=lam)).weights(per_sample, z, {"y": y}, torch.ones_like(per_sample), None)
+    ((w * per_sample).sum() / len(y)).backward()
+    return z.grad
+
+
+def test_imae_gradient_is_the_official_derivative_by_hand():
+    # p_y = .75, .25, .5 (β = 8, λ = 1): e = exp(8 · .25 · .75) = e^1.5, exp(8 · .75 · .25) = e^1.5, exp(8 · .5 · .5)
+    # = e^2 (up to the official 1e-8 in the power). CE's gradient p − onehot is (.25, −.25), (−.75, .75), (.5, −.5), of
+    # L1 norm 2 (1 − p_y) = .5, 1.5, 1: each row becomes ±(.5, −.5) times e_i / Σ e.
+    logits = torch.log(torch.tensor([[0.25, 0.75], [0.25, 0.75], [0.5, 0.5]], dtype=torch.float64))
+    y = torch.tensor([1, 0, 1])
+    e = [math.exp(8 * 0.25 * (0.75 + 1e-8)), math.exp(8 * 0.75 * (0.25 + 1e-8)), math.exp(8 * 0.5 * (0.5 + 1e-8))]
+    a, b, c = (0.25 / (0.5 + 1e-8) * e[0], 0.75 / (1.5 + 1e-8) * e[1], 0.5 / (1.0 + 1e-8) * e[2])
+    expected = torch.tensor([[a, -a], [-b, b], [c, -c]], dtype=torch.float64) / sum(e)
+    # .5 e^1.5 / (2 e^1.5 + e^2) = 0.1370343..., .5 e^2 / (2 e^1.5 + e^2) = 0.2259313...
+    by_hand = torch.tensor([[0.1370343, -0.1370343], [-0.1370343, 0.1370343], [0.2259314, -0.2259314]],
+                           dtype=torch.float64)
+    torch.testing.assert_close(expected, by_hand, atol=1e-7, rtol=0)
+    grad = imae_gradient(logits, y, 8.0, 1.0)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad, imae_official_gradient(logits, y, 8.0, 1.0), rtol=1e-12, atol=1e-15)
+    # each sample's gradient has L1 norm e_i / Σ e: the emphasis, summing to one over the batch
+    torch.testing.assert_close(grad.abs().sum(1), torch.tensor(e, dtype=torch.float64) / sum(e), rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("beta, lam, seed", [(8.0, 1.0, 1), (8.0, 0.5, 2), (3.0, 2.0, 3), (0.0, 1.0, 4)])
+def test_imae_gradient_is_the_official_derivative_on_random_logits(beta, lam, seed):
+    logits, y = random_case(k=3, b=5, seed=seed)
+    logits = logits.double()
+    torch.testing.assert_close(imae_gradient(logits, y, beta, lam), imae_official_gradient(logits, y, beta, lam),
+                               rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("lam, peak", [(1.0, 0.5), (0.5, 0.33), (2.0, 0.67)])
+def test_imae_emphasis_peaks_at_lambda_over_one_plus_lambda(lam, peak):
+    # one sample per p_y = .01, .02, ..., .99 (two classes): the L1 norm of each sample's logit gradient, as a function
+    # of p_y, is the emphasis exp(β (1 − p_y) p_y^λ) over the batch's sum, largest at p_y = λ / (1 + λ)
+    p_y = torch.arange(1, 100, dtype=torch.float64) / 100
+    logits = torch.stack([p_y.log(), (1 - p_y).log()], 1)
+    y = torch.zeros(99, dtype=torch.long)
+    norm = imae_gradient(logits, y, 8.0, lam).abs().sum(1)
+    emphasis = torch.tensor(imae_emphasis_by_hand(p_y.tolist(), 8.0, lam), dtype=torch.float64)
+    unit = 2 * (1 - p_y) / (2 * (1 - p_y) + 1e-8)  # CE's direction at L1 norm one, up to the official 1e-8
+    torch.testing.assert_close(norm, emphasis * unit, rtol=1e-10, atol=0)
+    assert p_y[norm.argmax()].item() == pytest.approx(peak)
+    assert norm.sum().item() == pytest.approx(1.0)
 
 
 def test_imae_weights_formula():
-    logits = torch.log(torch.tensor([[0.25, 0.75], [0.25, 0.75], [0.5, 0.5]]))
-    y = torch.tensor([1, 0, 1])  # p_y = .75, .25, .5
-    w = IMAE(IMAE.Params(beta=8.0, lam=2.0)).weights(None, logits, {"y": y}, torch.ones(3), None)
+    # the weights B e_i / Σ e / (2 (1 − p_y) + 1e-8): times CE they give the official derivative
+    logits = torch.log(torch.tensor([[0.25, 0.75], [0.25, 0.75], [0.5, 0.5]], dtype=torch.float64))
+    y = torch.tensor([1, 0, 1])  # p_y = .75, .25, .5; 2 (1 − p_y) = .5, 1.5, 1
+    w = IMAE(IMAE.Params(beta=8.0, lam=2.0)).weights(None, logits, {"y": y}, torch.ones(3, dtype=torch.float64), None)
     # exp(8 · .25 · .5625) = e^1.125, exp(8 · .75 · .0625) = e^.375, exp(8 · .5 · .25) = e^1, over their mean
-    raw = torch.tensor([math.exp(1.125), math.exp(0.375), math.exp(1.0)])
-    torch.testing.assert_close(w, raw / raw.mean())
-    torch.testing.assert_close(w, imae_by_hand([0.75, 0.25, 0.5], 8.0, 2.0))
-    assert w.mean().item() == pytest.approx(1.0)
-    # they multiply the incoming weights (e.g. a presampler's importance weights); β = 0 is uniform
-    incoming = torch.tensor([2.0, 1.0, 0.5])
-    torch.testing.assert_close(IMAE().weights(None, logits, {"y": y}, incoming, None),
-                               incoming * imae_by_hand([0.75, 0.25, 0.5], 8.0, 1.0))
-    torch.testing.assert_close(IMAE(IMAE.Params(beta=0.0)).weights(None, logits, {"y": y}, incoming, None), incoming)
-
-
-def test_imae_gradient_is_weighted_cross_entropy_gradient():
-    logits, y = random_case(k=3, b=5, seed=1)
-    z = logits.clone().requires_grad_(True)
-    per_sample = F.cross_entropy(z.float(), y, reduction="none")
-    w = IMAE(IMAE.Params(beta=8.0, lam=1.0)).weights(per_sample, z, {"y": y}, torch.ones(5), None)
-    ((w * per_sample).sum() / 5).backward()
-    p = torch.softmax(logits, 1)
-    w_hand = imae_by_hand(p.gather(1, y[:, None]).squeeze(1).tolist(), 8.0, 1.0)
-    expected = w_hand[:, None] * (p - F.one_hot(y, 3).float()) / 5  # w_i (p - q) / B: the weights are detached
-    torch.testing.assert_close(z.grad, expected)
+    raw = torch.tensor([math.exp(1.125), math.exp(0.375), math.exp(1.0)], dtype=torch.float64)
+    divisor = torch.tensor([0.5, 1.5, 1.0], dtype=torch.float64) + 1e-8
+    torch.testing.assert_close(w, raw / raw.mean() / divisor, rtol=1e-7, atol=0)
+    # they multiply the incoming weights (e.g. a presampler's importance weights); β = 0: CE's gradient at unit norm
+    incoming = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
+    e1 = torch.tensor(imae_emphasis_by_hand([0.75, 0.25, 0.5], 8.0, 1.0), dtype=torch.float64) * 3
+    torch.testing.assert_close(IMAE().weights(None, logits, {"y": y}, incoming, None), incoming * e1 / divisor)
+    torch.testing.assert_close(IMAE(IMAE.Params(beta=0.0)).weights(None, logits, {"y": y}, incoming, None),
+                               incoming / divisor)
+    # float32 logits (bf16 too) give float32 weights; a fitted sample (p_y = 1 in float32) gets a finite weight
+    z = torch.tensor([[0.0, 40.0], [0.0, 0.0]])
+    w32 = IMAE().weights(None, z, {"y": torch.tensor([1, 0])}, torch.ones(2), None)
+    assert w32.dtype == torch.float32 and torch.isfinite(w32).all()
 
 
 # ---- parameters, method files and real fits -------------------------------------------------------------------------

@@ -85,13 +85,14 @@ def test_mask_within_a_pool_keeps_the_k_smallest_of_the_pool():
     pool = torch.tensor([True, True, False, True, True, False])  # d = 4; index 5 has the smallest loss but is out
     mask, k = small_loss_mask_within(loss, pool, 0.5)  # k = floor(2.0) = 2: the two smallest in the pool, 1 and 2
     assert float(k) == 2 and mask.tolist() == [0, 1, 0, 1, 0, 0]
-    mask, k = small_loss_mask_within(loss, pool, 0.1)  # floor(0.4) = 0, at least one
-    assert float(k) == 1 and mask.tolist() == [0, 1, 0, 0, 0, 0]
+    # floor(0.4) = 0: the whole pool, as the official loss_coteaching when num_remember is 0
+    mask, k = small_loss_mask_within(loss, pool, 0.1)
+    assert float(k) == 4 and mask.tolist() == [1, 1, 0, 1, 1, 0]
     mask, k = small_loss_mask_within(loss, torch.zeros(6, dtype=torch.bool), 0.5)  # an empty pool keeps nothing
     assert float(k) == 0 and mask.sum() == 0
     mask, k = small_loss_mask_within(torch.ones(4), torch.ones(4, dtype=torch.bool), 0.5)  # ties: earlier first
     assert mask.tolist() == [1, 1, 0, 0]
-    # the count is keep_count's, for every pool size and forget rate
+    # the count is floor((1 - R) d), or d where that is 0, for every pool size and forget rate
     g = torch.Generator().manual_seed(1)
     for d in range(1, 70):
         for forget in (0.0, 0.1, 0.2, 0.3, 0.45, 0.5, 0.8, 0.95):
@@ -99,7 +100,7 @@ def test_mask_within_a_pool_keeps_the_k_smallest_of_the_pool():
             pool[torch.randperm(80, generator=g)[:d]] = True
             losses = torch.rand(80, generator=g)
             mask, k = small_loss_mask_within(losses, pool, 1.0 - forget)
-            assert float(k) == keep_count(d, forget) == int(mask.sum())
+            assert float(k) == (int((1.0 - forget) * d) or d) == int(mask.sum())
             assert (mask.bool() & ~pool).sum() == 0
             assert losses[mask.bool()].max() <= losses[pool & ~mask.bool()].min() if int(k) < d else True
 
@@ -125,9 +126,9 @@ MAIN = torch.tensor([[2.0, 0], [0.3, 0], [0, 1.0], [0, 2.5], [1.0, 0], [0, 0.2]]
 PEER = torch.tensor([[1.5, 0], [0, 0.1], [0, 3.0], [0.4, 0], [0.8, 0], [2.2, 0]])
 
 
-def _exchange(cls, epoch, main=MAIN, peer=PEER, **params):
-    s = cls(cls.Params(forget_rate=0.5, ramp_epochs=1, **params))
-    s.tau, s.peer = 0.5, FakePeer(peer)
+def _exchange(cls, epoch, main=MAIN, peer=PEER, tau=0.5, **params):
+    s = cls(cls.Params(forget_rate=tau, ramp_epochs=1, **params))
+    s.tau, s.peer = tau, FakePeer(peer)
     per_sample = F.cross_entropy(main, Y, reduction="none")
     w = s.weights(per_sample, main, {"x": None, "y": Y}, torch.ones(6), fake_module(epoch))
     return w, s.peer.stepped, per_sample, F.cross_entropy(peer, Y, reduction="none")
@@ -165,6 +166,38 @@ def test_coteaching_plus_falls_back_to_the_whole_batch_where_the_networks_agree(
     torch.testing.assert_close(w, plain[0])
     torch.testing.assert_close(stepped[0], plain[1][0])
     assert int((w > 0).sum()) == 3 and torch.isfinite(stepped[0])
+
+
+# The official rule (xingruiyu/coteaching_plus, loss.py): loss_coteaching_plus passes the d disagreeing samples to
+# loss_coteaching, which keeps num_remember = int((1 - R) d) of them, and all d where that is 0. Per-sample CE of the
+# hand-made logits above (labels 0), main: .127 .554 1.313 2.579 .313 .798; peer: .201 .744 3.049 .513 .371 .105.
+AGREEING = MAIN.clone()
+AGREEING[[1, 3, 5]] = PEER[[1, 3, 5]]  # main predicts as the peer everywhere (d = 0); main's CE: .127 .744 1.313 .513
+# .313 .105
+
+
+@pytest.mark.parametrize("main, tau, main_set, peer_set", [
+    # normal cases, D' = {1, 3, 5} (d = 3): k = floor(.5 · 3) = 1 and floor(2/3 · 3) = 2. Main trains on the peer's k
+    # smallest losses in D' (5, then 3), the peer on main's (1, then 5).
+    (MAIN, 0.5, [5], [1]),
+    (MAIN, 1.0 / 3.0, [3, 5], [1, 5]),
+    # floor(.2 · 3) = 0: all three of D', as the official code (not one)
+    (MAIN, 0.8, [1, 3, 5], [1, 3, 5]),
+    # d = 0: the whole batch is the pool. floor(.5 · 6) = 3: the peer's three smallest are 5, 0, 4; main's 5, 0, 4
+    (AGREEING, 0.5, [0, 4, 5], [0, 4, 5]),
+    # d = 0 and floor(.1 · 6) = 0: the whole batch
+    (AGREEING, 0.9, [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5]),
+], ids=["d3-k1", "d3-k2", "d3-k0-all", "d0-k3", "d0-k0-all"])
+def test_coteaching_plus_selected_sets_by_hand(main, tau, main_set, peer_set):
+    w, stepped, main_loss, peer_loss = _exchange(CoTeachingPlus, 1, main=main, tau=tau, init_epoch=1)
+    torch.testing.assert_close(main_loss[[0, 1, 2, 3, 4]], torch.tensor([0.127, 0.554, 1.313, 2.579, 0.313]) if
+                               main is MAIN else torch.tensor([0.127, 0.744, 1.313, 0.513, 0.313]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(peer_loss, torch.tensor([0.201, 0.744, 3.049, 0.513, 0.371, 0.105]), atol=1e-3, rtol=0)
+    expected = torch.zeros(6)
+    expected[main_set] = 6 / len(main_set)  # the 0/1 mask times B / k: the step's loss is the mean over the k
+    torch.testing.assert_close(w, expected)
+    (loss,) = stepped
+    torch.testing.assert_close(loss, peer_loss[peer_set].mean())
 
 
 # ---- runs on noisy data ---------------------------------------------------------------------------------------------

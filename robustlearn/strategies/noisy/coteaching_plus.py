@@ -9,8 +9,8 @@ restricted to the samples whose predicted classes differ,
 
     D' = {i : argmax f(x_i) ≠ argmax g(x_i)},    d = |D'|,
 
-then Co-teaching's exchange runs on D': each network picks its k = ⌊(1 − R(e))·d⌋ smallest-loss samples of D' (at
-least one) and its peer is updated on them, as a mean over the k:
+then Co-teaching's exchange runs on D': each network picks its k smallest-loss samples of D', k = ⌊(1 − R(e))·d⌋, or
+all d of them where that is 0 (the official code's rule), and its peer is updated on them, as a mean over the k:
 
     f ← f − η ∇ (1/k) Σ_{i ∈ D'_g} ℓ(f, x_i, y_i),    g ← g − η ∇ (1/k) Σ_{i ∈ D'_f} ℓ(g, x_i, y_i)
 
@@ -19,9 +19,15 @@ Before `init_epoch` (epochs counted from 0) it is plain Co-teaching (`coteaching
 Everything runs on the device with masks (no read of d on the host): D' is a mask, the k smallest of it are taken by
 rank, and the scale B/k is a tensor.
 
-**A batch where the networks agree on every sample** (D' empty): the exchange falls back to the whole batch, i.e.
-that step is a Co-teaching step. The paper's Algorithm 1 does not say what an empty D' does; the official code
-(github.com/xingruiyu/coteaching_plus, `loss_coteaching_plus`) trains both networks on plain cross-entropy over the
+**The count.** The official code (github.com/xingruiyu/coteaching_plus, `loss.py`) passes D' to its
+`loss_coteaching`, which keeps `num_remember = int(remember_rate * d)` samples and, where that is 0 (an empty slice),
+all d of D' (`num_remember` becomes d). So does this one: a batch with few disagreements late in the ramp trains on
+every disagreeing sample, not on one.
+
+**A batch where the networks agree on every sample** (D' empty, d = 0): the exchange falls back to the whole batch,
+i.e. that step is a Co-teaching step, with the count rule above for d = B (it differs from `coteaching`'s "at least
+one" only where ⌊(1 − R)·B⌋ = 0, and then keeps the whole batch). The paper's Algorithm 1 does not say what an empty
+D' does; the official code (`loss_coteaching_plus`) trains both networks on plain cross-entropy over the
 whole batch while its step counter (epoch × batch index) is below 5000 and takes a zero loss (no update) after.
 Plain cross-entropy would train on the noisy labels the method exists to avoid, and a zero loss wastes the step
 (late in training, small networks on easy data may agree on whole batches); the small-loss exchange over the batch
@@ -29,9 +35,9 @@ keeps the protection of the phase before `init_epoch`. `coteaching_plus/fallback
 back, `coteaching_plus/disagree` the share of samples in D'.
 
 Other departures from the official code: it passes softmax outputs to `F.cross_entropy` as if they were logits (a
-second softmax) inside the disagreement branch; here the loss is the run's per-sample loss of the logits, for both
-networks (cross-entropy, or the loss strategy's). Its keep count ⌊(1 − R)·d⌋ may be 0 (a NaN loss); here it is at
-least one, as Co-teaching's `keep_count`.
+second softmax) in both branches; here the loss is the run's per-sample loss of the logits, for both networks
+(cross-entropy, or the loss strategy's). Before `init_epoch` the official code calls the same `loss_coteaching` (all
+of the batch where its count is 0); here that phase is this repository's `coteaching`, whose count is at least one.
 
 Defaults: `forget_rate` τ = null, i.e. the actual noise rate of the labels (oracle, recorded as "true noise rate");
 `ramp_epochs` 10 and `exponent` 1 (official code: `num_gradual` 10, exponent 1); `init_epoch` 1. The official code
@@ -62,12 +68,13 @@ from robustlearn.strategies.params import is_whole
 
 def small_loss_mask_within(losses: torch.Tensor, pool: torch.Tensor, remember: float) -> tuple[torch.Tensor,
                                                                                                   torch.Tensor]:
-    """(mask, k): a float mask with ones on the k = max(1, ⌊remember·d⌋) smallest `losses` among the d samples where
-    the bool `pool` is True (k = 0 where d = 0), and k as a float64 tensor; ties go to the earlier position. No read
-    of the device."""
+    """(mask, k): a float mask with ones on the k smallest `losses` among the d samples where the bool `pool` is True,
+    k = ⌊remember·d⌋, or all d where that is 0 (the official `loss_coteaching`; k = 0 where d = 0), and k as a
+    float64 tensor; ties go to the earlier position. No read of the device."""
     b = losses.numel()
     d = pool.sum().double()
-    k = torch.floor(d * remember).clamp_min(1.0).minimum(d)
+    k = torch.floor(d * remember)
+    k = torch.where(k > 0, k, d)
     masked = torch.where(pool, losses.detach().float(), torch.full_like(losses, float("inf"), dtype=torch.float32))
     order = masked.argsort(stable=True)
     rank = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=losses.device))
@@ -77,7 +84,7 @@ def small_loss_mask_within(losses: torch.Tensor, pool: torch.Tensor, remember: f
 @STRATEGIES.register("coteaching_plus")
 class CoTeachingPlus(CoTeaching):
     """Co-teaching+ (Yu et al. 2019): after `init_epoch`, Co-teaching's exchange on the samples the networks
-    disagree on (the whole batch where they agree on all)."""
+    disagree on (the whole batch where they agree on all), keeping ⌊(1 − R)·d⌋ of them, or all d where that is 0."""
 
     @dataclass
     class Params(CoTeaching.Params):
