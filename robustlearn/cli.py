@@ -91,6 +91,33 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return leaderboard_cli(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import yaml
+
+    from robustlearn.report.bundle import Source, export
+
+    where = {}
+    for item in args.where:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--where: '{item}' is not KEY=VALUE (e.g. --where sweep=critical_periods_cpu).", "where")
+        where[key] = yaml.safe_load(text)
+    manifest = export([Source(r, where, tuple(args.files)) for r in args.results], args.out)
+    print(f"{args.out}: {manifest['runs']} runs ({', '.join(manifest['files'])})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robustlearn.report.render import PAGES, report
+
+    pages = sorted(PAGES) if args.all else args.pages
+    if not pages:
+        raise ConfigError("report: name the pages to regenerate, or --all.", "pages")
+    for name in pages:
+        print(f"{report(name, do_export=args.export)}: regenerated")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustlearn", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -125,7 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--plots", default=None, help="folder for PNG plots")
     lb.add_argument("--where", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                     help="filter on a results column, e.g. --where dataset=fashion_mnist noise_rate=0.4")
+    lb.add_argument("--baseline", default=None, metavar="LABEL",
+                    help="method label every other method is compared with in each table (default: ce; given, it "
+                         "must be in some table)")
     lb.set_defaults(func=cmd_leaderboard)
+
+    ex = sub.add_parser("export", help="write a results bundle (runs.csv, epochs.csv) from results stores")
+    ex.add_argument("--results", nargs="+", required=True, help="results.sqlite files")
+    ex.add_argument("--where", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="keep runs whose store column KEY equals VALUE, e.g. --where sweep=critical_periods_cpu")
+    ex.add_argument("--files", nargs="+", default=[], help="per-run CSV files to add, e.g. fisher_trace.csv")
+    ex.add_argument("--out", required=True, help="the bundle folder")
+    ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="regenerate docs pages from their committed results bundles")
+    rp.add_argument("pages", nargs="*", help="generated pages, e.g. docs/reproductions/critical_periods.md")
+    rp.add_argument("--all", action="store_true", help="every generated page")
+    rp.add_argument("--export", action="store_true", help="rewrite each page's bundle from its results stores first")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

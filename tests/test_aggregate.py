@@ -102,19 +102,33 @@ def test_summary_mean_rank():
 
 
 def test_markdown_to_the_digit():
+    # New columns by hand. t intervals: t(0.975, 1) = 12.706205, t(0.975, 2) = 4.302653; gce at 0.2:
+    # 0.86 ± 12.706205 · 0.0141421 / √2 = ± 0.127062; ce: 0.82 ± 4.302653 · 0.02 / √3 = ± 0.049683, last
+    # 0.72 ± 4.302653 · 0.0264575 / √3 = ± 0.065724. Δ: gce at 0.2 shares seeds 0, 1 with ce, differences
+    # 0.05, 0.05 (s_d = 0, p = 0: marked); gce at 0.4 shares seeds 0, 1: 0.10, 0.07, mean 0.085, s_d / √2 = 0.015,
+    # ± 12.706205 · 0.015 = ± 0.190593. Ranks at 0.2: elr is 0.86, gce's resampled means are 0.85 (1/4), 0.86 (1/2),
+    # 0.87 (1/4), ce's never above 0.84: elr and gce 1 or 2, ce always 3.
     text = markdown(aggregate(ROWS))
     header = (
-        "| Rank | Method | n | Test acc @ best val (%) | Test acc, last epoch (%) | Time / epoch (× ce) |"
+        "| Rank (by mean test acc @ best val) | Method | n | Test acc @ best val (%) | "
+        "Test acc @ best val, mean [95 % CI] (%) | Δ vs ce @ best val [95 % CI] (points) | Test acc, last epoch (%) | "
+        "Test acc, last epoch, mean [95 % CI] (%) | Time / epoch (× ce) |"
     )
     assert header in text
-    assert "| ---: | --- | ---: | ---: | ---: | ---: |" in text
+    assert "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" in text
     assert "## synthetic · symmetric 0.2" in text
-    assert "| 1 | elr | 1 | **86.00** | 80.00 | **1.00** |" in text
-    assert "| 1 | gce | 2 | **86.00 ± 1.41** | **85.00 ± 1.41** | 1.25 |" in text
-    assert "| 3 | ce | 3 | 82.00 ± 2.00 | 72.00 ± 2.65 | **1.00** |" in text
-    assert "| 1 | gce [optim.lr=0.01] | 1 | **73.00** | **72.00** | 2.00 |" in text
-    assert "| 3 | ce | 2 | 62.00 ± 2.83 | 50.00 ± 0.00 | **1.00** |" in text
-    assert "| Method | synthetic · symmetric 0.2 | synthetic · symmetric 0.4 | Mean rank |" in text
+    assert "| 1 [1–2] | elr | 1 | **86.00** | 86.00 | – | 80.00 | 80.00 | **1.00** |" in text
+    assert ("| 1 [1–2] | gce | 2 | **86.00 ± 1.41** | 86.00 [73.29, 98.71] | +5.00 [+5.00, +5.00] * | "
+            "**85.00 ± 1.41** | 85.00 [72.29, 97.71] | 1.25 |") in text  # fmt: skip
+    assert ("| 3 [3–3] | ce | 3 | 82.00 ± 2.00 | 82.00 [77.03, 86.97] | baseline | 72.00 ± 2.65 | "
+            "72.00 [65.43, 78.57] | **1.00** |") in text  # fmt: skip
+    assert "| 1 [1–2] | gce [optim.lr=0.01] | 1 | **73.00** | 73.00 | – | **72.00** | 72.00 | 2.00 |" in text
+    assert "| 2 [1–2] | gce | 3 | 72.00 ± 2.65 | 72.00 [65.43, 78.57] | +8.50 [-10.56, +27.56] | " in text
+    assert ("| 3 [3–3] | ce | 2 | 62.00 ± 2.83 | 62.00 [36.59, 87.41] | baseline | 50.00 ± 0.00 | "
+            "50.00 [50.00, 50.00] | **1.00** |") in text  # fmt: skip
+    assert "## Summary: test accuracy at best validation (%), rows sorted by mean rank" in text
+    assert ("| Method | synthetic · symmetric 0.2 | synthetic · symmetric 0.4 | "
+            "Mean rank (rows sorted by it, lowest first) |") in text  # fmt: skip
     assert "| elr | **86.00** | – | 1.00 |" in text
     assert "| gce | **86.00** | 72.00 | 1.50 |" in text
     assert "| ce | 82.00 | 62.00 | 3.00 |" in text

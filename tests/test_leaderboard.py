@@ -56,8 +56,11 @@ def test_markdown_with_plots(store, tmp_path):
     plots = tmp_path / "report" / "plots"
     text = leaderboard_main(store, "md", out, [], plots)
     assert out.read_text() == text
-    assert "| 1 | gce | 2 | **87.00 ± 1.41** | **85.00 ± 0.00** | 1.50 |" in text
-    assert "| 2 | ce | 2 | 82.00 ± 2.83 | 72.00 ± 2.83 | **1.00** |" in text
+    # gce − ce over seeds 0, 1: 0.06, 0.04, mean 0.05, s_d / √2 = 0.01, ± t(0.975, 1) · 0.01 = ± 0.127062
+    assert ("| 1 [1–1] | gce | 2 | **87.00 ± 1.41** | 87.00 [74.29, 99.71] | +5.00 [-7.71, +17.71] | "
+            "**85.00 ± 0.00** | 85.00 [85.00, 85.00] | 1.50 |") in text  # fmt: skip
+    assert ("| 2 [2–2] | ce | 2 | 82.00 ± 2.83 | 82.00 [56.59, 107.41] | baseline | 72.00 ± 2.83 | "
+            "72.00 [46.59, 97.41] | **1.00** |") in text  # fmt: skip
     assert "elr" not in text  # failed runs are not ranked
     assert "## synthetic · no noise" in text
     names = sorted(p.name for p in plots.iterdir())

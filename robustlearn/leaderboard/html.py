@@ -1,7 +1,8 @@
 """The leaderboard as one self-contained HTML page: inline CSS and JavaScript, plots as base64 PNG.
 
 Every table sorts by the column whose header is clicked (numbers by value, text alphabetically, missing
-values last; a second click reverses). Cells carry their raw value in `data-sort`.
+values last; a second click reverses). Cells carry their raw value in `data-sort`. Under each table, the note with
+the rules of its intervals, marks and ranks (the Markdown's).
 """
 
 from __future__ import annotations
@@ -11,9 +12,19 @@ import html
 import re
 from collections.abc import Sequence
 
-from robustlearn.leaderboard.aggregate import METRICS, Leaderboard
+from robustlearn.leaderboard.aggregate import Leaderboard
 from robustlearn.leaderboard.plots import Plot
-from robustlearn.leaderboard.render import HEADERS, NOTE, cell_values, summary_header, summary_values
+from robustlearn.leaderboard.render import (
+    NOTE,
+    SUMMARY_NOTE,
+    SUMMARY_TITLE,
+    cell_note,
+    cell_sorts,
+    cell_values,
+    headers,
+    summary_header,
+    summary_values,
+)
 
 CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #222;
@@ -68,7 +79,7 @@ def _td(text: str, best: bool, sort: float | int | None | str, is_text: bool = F
     classes = " ".join(c for c in ("best" if best else "", "text" if is_text else "") if c)
     attr = f' class="{classes}"' if classes else ""
     if not is_text:
-        attr += f' data-sort="{"" if sort is None else sort!r}"'
+        attr += f' data-sort="{"" if sort is None else repr(sort)}"'  # missing: empty, sorted last
     return f"<td{attr}>{html.escape(text)}</td>"
 
 
@@ -86,7 +97,7 @@ def page(lb: Leaderboard, plots: Sequence[Plot] = (), title: str = "robustlearn 
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{lb.n_runs} completed runs. {_code(NOTE)}</p>',
     ]
-    parts.append("<h2>Summary: test accuracy at best validation (%)</h2>")
+    parts.append(f"<h2>{html.escape(SUMMARY_TITLE)}</h2>")
     rows = []
     for label in lb.summary.labels:
         values = summary_values(lb, label)
@@ -95,16 +106,17 @@ def page(lb: Leaderboard, plots: Sequence[Plot] = (), title: str = "robustlearn 
         tds = [_td(t, b, s, is_text=(i == 0)) for i, ((t, b), s) in enumerate(zip(values, sorts))]
         rows.append(f"<tr>{''.join(tds)}</tr>")
     parts.append(_table("summary", summary_header(lb), rows, {0}))
+    parts.append(f'<p class="note">{_code(SUMMARY_NOTE)}</p>')
     for k, cell in enumerate(lb.cells):
         parts.append(f"<h2>{html.escape(cell.title)}</h2>")
         rows = []
+        columns = headers(cell.baseline)
         for r in cell.rows:
-            texts = cell_values(cell, r)
-            sorts = {"rank": r.rank, "label": None, "n": r.n, **{m: r.mean(m) for m in METRICS},
-                     "time_rel": r.time_rel}  # fmt: skip
-            tds = [_td(*texts[c], sorts[c], is_text=(c == "label")) for c in HEADERS]
+            texts, sorts = cell_values(cell, r), cell_sorts(r)
+            tds = [_td(*texts[c], sorts[c], is_text=(c == "label")) for c in columns]
             rows.append(f"<tr>{''.join(tds)}</tr>")
-        parts.append(_table(f"cell-{k}", list(HEADERS.values()), rows, {1}))
+        parts.append(_table(f"cell-{k}", list(columns.values()), rows, {1}))
+        parts.append(f'<p class="note">{_code(cell_note(cell, lb.draws))}</p>')
     if plots:
         parts.append("<h2>Plots</h2>")
     for plot in plots:

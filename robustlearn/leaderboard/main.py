@@ -2,6 +2,9 @@
 
 `--where KEY=VALUE` keeps rows whose store column KEY equals VALUE (numbers compared as numbers; `tags=x`
 keeps rows tagged x); the same key given twice keeps rows matching either value; different keys must all match.
+`--baseline LABEL` (default `ce`) is the method every other one is compared with, cell by cell. A baseline given
+explicitly that labels no row of any cell is an error, raised before anything is written; the default one may be
+absent (e.g. filtered out with `--where method=gce`): the tables then have no comparisons.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from robustlearn.errors import ConfigError, DataError
-from robustlearn.leaderboard.aggregate import aggregate
+from robustlearn.errors import ConfigError, DataError, did_you_mean
+from robustlearn.leaderboard.aggregate import REFERENCE, Leaderboard, aggregate
 from robustlearn.leaderboard.html import page
 from robustlearn.leaderboard.plots import make_plots, save_plots
 from robustlearn.leaderboard.render import markdown, to_csv
@@ -72,15 +75,29 @@ def load_rows(results: Path, where: Sequence[str] = ()) -> tuple[Path, list[dict
     return path, rows
 
 
+def check_baseline(lb: Leaderboard) -> None:
+    """The baseline must label a row of at least one cell."""
+    labels = lb.labels()
+    if lb.baseline not in labels:
+        raise ConfigError(
+            f"--baseline '{lb.baseline}' is no method label in any table."
+            + did_you_mean(lb.baseline, sorted(labels)),
+            "baseline",
+        )
+
+
 def leaderboard_main(
     results: Path,
     fmt: str = "md",
     out: Path | None = None,
     where: Sequence[str] = (),
     plots_dir: Path | None = None,
+    baseline: str | None = None,
 ) -> str:
-    """Render the leaderboard of `results` as md, csv or html; write it to `out` and PNG plots to `plots_dir`
-    when given. Returns the rendered text (or a one-line message when no completed run matches)."""
+    """Render the leaderboard of `results` as md, csv or html, every method compared with `baseline` (None: `ce`,
+    which may be absent); write it to `out` and PNG plots to `plots_dir` when given. Returns the rendered text (or a
+    one-line message when no completed run matches). A `baseline` given that labels no method of any table is a
+    ConfigError (key `baseline`), and nothing is written."""
     kind = FORMATS.get(fmt)
     if kind is None:
         raise ConfigError(f"format: unknown format '{fmt}'. Allowed: md, html, csv.", "format")
@@ -89,7 +106,9 @@ def leaderboard_main(
         filters = f" matching {' '.join(where)}" if where else ""
         return (f"No completed runs in {path}{filters}: nothing to rank yet. Run `robustlearn fit` or "
                 "`robustlearn sweep` first, or loosen --where.")  # fmt: skip
-    lb = aggregate(rows)
+    lb = aggregate(rows, baseline=baseline or REFERENCE)
+    if baseline is not None:
+        check_baseline(lb)
     plots = make_plots(lb) if (kind == "html" or plots_dir is not None) else []
     saved = save_plots(plots, Path(plots_dir)) if plots_dir is not None else []
     if kind == "html":
@@ -112,10 +131,11 @@ def leaderboard_main(
 
 
 def leaderboard_cli(args: argparse.Namespace) -> int:
-    """`robustlearn leaderboard` with its parsed options (results, format, out, where, plots)."""
+    """`robustlearn leaderboard` with its parsed options (results, format, out, where, plots, baseline)."""
     out = Path(args.out) if args.out else None
     plots = Path(args.plots) if getattr(args, "plots", None) else None
-    text = leaderboard_main(Path(args.results), args.format, out, list(args.where or []), plots)
+    baseline = getattr(args, "baseline", None)
+    text = leaderboard_main(Path(args.results), args.format, out, list(args.where or []), plots, baseline)
     if out is None or text.startswith("No completed runs"):
         print(text, end="" if text.endswith("\n") else "\n")
     else:
