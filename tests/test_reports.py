@@ -1,0 +1,135 @@
+"""Results bundles and generated pages: export from a results store, read back, render a page from its template; and
+every generated docs page equals what its committed bundle renders to (a number typed into a page fails here)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from robustlearn.cli import main
+from robustlearn.errors import ConfigError
+from robustlearn.report import render as render_mod
+from robustlearn.report.bundle import Source, export, fmt, load
+from robustlearn.report.render import PAGES, page, render, report
+from robustlearn.tracking.store import ResultsStore
+from tests.conftest import ROOT
+
+
+def fake_run(root: Path, run_id: str, method: str, seed: int, accs: list[float], status: str = "completed") -> None:
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True)
+    with (run_dir / "metrics.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "test/acc", "train_s_total"])
+        for e, a in enumerate(accs):
+            w.writerow([e, a, 1.5 * (e + 1)])
+    (run_dir / "extra.csv").write_text("step,total\n4,10.5\n8,12.25\n")
+    ResultsStore(root / "results.sqlite").record({
+        "run_id": run_id, "sweep": "s", "method": method, "seed": seed, "config_hash": run_id, "status": status,
+        "test_acc_last": accs[-1], "test_acc_at_best_val": max(accs), "epochs_done": len(accs), "run_dir": str(run_dir),
+        "tags": ["noise.kind=symmetric"], "oracle": None, "strategies": [method], "settings_applied": [],
+        "finished_at": float(seed)})
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    fake_run(root, "ce-0", "ce", 0, [0.5, 0.612345678])
+    fake_run(root, "gce-0", "gce", 0, [0.55, 0.7])
+    fake_run(root, "gce-1", "gce", 1, [0.6, 0.71])
+    fake_run(root, "gce-2", "gce", 2, [0.1], status="failed")
+    return root / "results.sqlite"
+
+
+def test_export_and_load_round_trip(store, tmp_path):
+    out = tmp_path / "bundle"
+    manifest = export([Source(str(store), {"sweep": "s"}, files=("extra.csv",))], out)
+    assert manifest["runs"] == 3 and manifest["files"] == ["runs.csv", "epochs.csv", "extra.csv"]  # failed run left out
+    b = load(out)
+    assert [(r["method"], r["seed"]) for r in b.runs] == [("ce", 0), ("gce", 0), ("gce", 1)]
+    assert b.runs[0]["test_acc_last"] == pytest.approx(0.6123457, abs=1e-12)  # 7 significant digits
+    assert b.runs[0]["tags"] == ["noise.kind=symmetric"] and b.runs[0]["strategies"] == ["ce"]
+    assert b.series("gce-1", "test/acc") == [(0, 0.6), (1, 0.71)]
+    assert b.series("gce-1", "train_s_total") == [(0, 1.5), (1, 3.0)]
+    assert [r["total"] for r in b.tables["extra.csv"] if r["run_id"] == "ce-0"] == [10.5, 12.25]
+    assert json.loads((out / "manifest.json").read_text())["sources"][0]["where"] == {"sweep": "s"}
+
+
+def test_fmt_writes_seven_significant_digits_and_empty_cells():
+    assert fmt(0.123456789) == "0.1234568" and fmt(1234.5678) == "1234.568" and fmt(None) == ""
+    assert fmt(float("nan")) == "" and fmt([1, "a"]) == '[1,"a"]' and fmt(True) == "true" and fmt(3) == "3"
+
+
+def test_export_refuses_a_missing_store_or_no_runs(tmp_path, store):
+    with pytest.raises(ConfigError) as err:
+        export([Source(str(tmp_path / "nowhere.sqlite"))], tmp_path / "b")
+    assert err.value.key == "results"
+    with pytest.raises(ConfigError) as err:
+        export([Source(str(store), {"sweep": "other"})], tmp_path / "b")
+    assert err.value.key == "where" and not (tmp_path / "b" / "runs.csv").exists()
+
+
+def test_the_export_command_exits_2_on_bad_input(tmp_path, capsys):
+    assert main(["export", "--results", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "b")]) == 2
+    assert "no results store" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_page(tmp_path, monkeypatch, store):
+    """A generated page of its own in a scratch repository: docs/x.md, its template and bundle, a report module."""
+    root = tmp_path / "repo"
+    (root / "robustlearn").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "docs" / "x.md.j2").write_text("Best gce: {{ best }} %. n = {{ n }}.\n")
+    export([Source(str(store))], root / "docs" / "x.data")
+    module = types.ModuleType("robustlearn.report.pages.fake")
+    module.SOURCES = [Source(str(store))]
+
+    def context(bundle, figures):
+        (figures / "f.png").write_bytes(b"png")
+        gce = [r["test_acc_last"] for r in bundle.runs if r["method"] == "gce"]
+        return {"best": f"{100 * max(gce):.1f}", "n": len(gce)}
+
+    module.context = context
+    monkeypatch.setitem(sys.modules, "robustlearn.report.pages.fake", module)
+    monkeypatch.setitem(PAGES, "docs/x.md", "fake")
+    return root
+
+
+def test_report_writes_the_page_with_its_header_and_figures(fake_page):
+    path = report("docs/x.md", root=fake_page)
+    text = path.read_text()
+    assert text.endswith("Best gce: 71.0 %. n = 2.\n")
+    assert text.startswith("<!-- Generated by `robustlearn report docs/x.md` from docs/x.data/")
+    assert (fake_page / "docs" / "x" / "f.png").read_bytes() == b"png"
+
+
+def test_a_placeholder_without_a_value_is_an_error(fake_page):
+    (fake_page / "docs" / "x.md.j2").write_text("{{ best }} and {{ missing }}\n")
+    with pytest.raises(Exception, match="missing"):
+        report("docs/x.md", root=fake_page)
+
+
+def test_an_unknown_page_is_refused(fake_page):
+    with pytest.raises(ConfigError) as err:
+        page("docs/nothing.md", root=fake_page)
+    assert "generated pages" in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_every_generated_page_is_what_its_committed_data_renders_to(name, tmp_path):
+    p = page(name, root=ROOT)
+    assert p.data.is_dir(), f"{p.data} is missing: export it with `robustlearn report {name} --export`"
+    expected = render(p, load(p.data), tmp_path / "figures")
+    assert p.path.read_text() == expected, (
+        f"{name} differs from what its data renders to: regenerate it with `robustlearn report {name}` "
+        f"(edit {p.template.name} for the text), never by hand")
+
+
+def test_render_module_names_every_page_it_generates():
+    assert all((ROOT / path).with_name(Path(path).name + ".j2").is_file() for path in render_mod.PAGES)
