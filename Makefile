@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 export WANDB_SILENT := true
 
-.PHONY: install data demo test test-slow lint clean gpu-bundle
+.PHONY: install data demo test test-slow lint clean gpu-bundle docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: install data
 
 test-slow: install data
 	$(PY) -m pytest -m slow
+
+# Every generated docs page (docs/reports.md) from its committed results bundle: tables, quoted numbers, figures.
+docs: install
+	$(VENV)/bin/robustlearn report --all
 
 lint: install
 	$(VENV)/bin/ruff check robustlearn tests benchmarks
