@@ -29,6 +29,9 @@ from robustlearn.strategies.params import is_whole
 
 @STRATEGIES.register("predicted_share")
 class PredictedShare(Strategy):
+    """How often the model predicts one class: on the test set, on the classes left out by data.classes, and on
+    Gaussian-noise images (a measurement for importance-weighting studies; training is unchanged)."""
+
     @dataclass
     class Params:
         target: int = 0  # the class whose predicted share is measured (after data.classes relabels)
