@@ -133,3 +133,35 @@ def test_every_generated_page_is_what_its_committed_data_renders_to(name, tmp_pa
 
 def test_render_module_names_every_page_it_generates():
     assert all((ROOT / path).with_name(Path(path).name + ".j2").is_file() for path in render_mod.PAGES)
+
+
+def test_the_noisy_label_page_reads_its_verdicts_from_the_paired_differences(tmp_path):
+    # CE and two methods on 3 seeds, one noise setting: gce is 2 points above CE on every seed (marked better),
+    # mae 0.1 +- 0.5 points around it (not told apart). The page lists them so, from the bundle alone.
+    from robustlearn.report.pages import noisy
+
+    root = tmp_path / "runs"
+    offsets = {"ce": [0.0, 0.0, 0.0], "gce": [0.02, 0.021, 0.019], "mae": [0.006, -0.004, 0.001]}
+    base = [0.80, 0.81, 0.79]
+    for method, offs in offsets.items():
+        for seed, (b, o) in enumerate(zip(base, offs)):
+            run_id = f"{method}-{seed}"
+            run_dir = root / run_id
+            run_dir.mkdir(parents=True)
+            (run_dir / "metrics.csv").write_text(
+                "epoch,test/acc,train/memorized,val/acc\n" f"0,{b + o - 0.1},0.5,0.5\n1,{b + o},0.25,0.6\n")
+            ResultsStore(root / "results.sqlite").record({
+                "run_id": run_id, "sweep": "s", "method": method, "seed": seed, "config_hash": run_id,
+                "status": "completed", "dataset": "fashion_mnist", "noise_kind": "symmetric", "noise_rate": 0.4,
+                "noise_rate_actual": 0.4, "test_acc_last": b + o, "test_acc_at_best_val": b + o, "epochs_done": 2,
+                "train_time_s": 2.0, "run_dir": str(run_dir), "tags": [], "finished_at": float(seed)})
+    export([Source(str(root / "results.sqlite"))], tmp_path / "b")
+    (tmp_path / "fig").mkdir()
+    values = noisy.context(load(tmp_path / "b"), tmp_path / "fig")
+    cell = values["cells"][0]
+    assert [v.split(" ")[0] for v in cell["verdicts"]["better"]] == ["`gce`"]
+    assert cell["verdicts"]["worse"] == [] and [v.split(" ")[0] for v in cell["verdicts"]["same"]] == ["`mae`"]
+    assert cell["verdicts"]["better"][0].startswith("`gce` (+2.00 [")
+    assert "| mae | 25.00 [25.00, 25.00] |" in cell["memorised"]
+    assert (tmp_path / "fig" / f"curves_{cell['slug']}.png").stat().st_size > 0
+    assert values["seeds"] == 3 and values["runs"] == 9

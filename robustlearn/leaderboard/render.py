@@ -163,6 +163,13 @@ def _md_table(header: Sequence[str], rows: list[list[tuple[str, bool]]], text_co
     return [head, "| " + " | ".join(align) + " |", *(_md_row(r) for r in rows)]
 
 
+def cell_markdown(cell: Cell, draws: int) -> str:
+    """One cell's table and the note with its rules (the leaderboard's and the generated pages' form)."""
+    rows = [list(cell_values(cell, r).values()) for r in cell.rows]
+    return "\n".join([*_md_table(list(headers(cell.baseline).values()), rows, text_cols={1}), "",
+                      cell_note(cell, draws)])
+
+
 def markdown(lb: Leaderboard, plots: Sequence[tuple[str, str]] = ()) -> str:
     """The leaderboard in Markdown; `plots` are (title, relative path) images to link at the end."""
     lines = ["# Leaderboard", "", f"{lb.n_runs} completed runs. {NOTE}", ""]
@@ -170,10 +177,7 @@ def markdown(lb: Leaderboard, plots: Sequence[tuple[str, str]] = ()) -> str:
     rows = [summary_values(lb, label) for label in lb.summary.labels]
     lines += [*_md_table(summary_header(lb), rows, text_cols={0}), "", SUMMARY_NOTE, ""]
     for cell in lb.cells:
-        lines += [f"## {cell.title}", ""]
-        rows = [list(cell_values(cell, r).values()) for r in cell.rows]
-        lines += [*_md_table(list(headers(cell.baseline).values()), rows, text_cols={1}), ""]
-        lines += [cell_note(cell, lb.draws), ""]
+        lines += [f"## {cell.title}", "", cell_markdown(cell, lb.draws), ""]
     for title, path in plots:
         lines += [f"![{title}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -2,7 +2,7 @@
 
 A bundle is a folder (`<page>.data/` next to `<page>.md`) written by `export` from one or more results stores:
 
-- `runs.csv`: one row per completed run (the latest of each config hash): the store's columns (run_id, sweep,
+- `runs.csv`: one row per completed run (the latest of each config hash): the store's columns (run_id, sweep, status,
   method, dataset, model, noise_kind, noise_rate, noise_rate_actual, seed, config_hash, epochs, epochs_done,
   test_acc_last, test_acc_at_best_val, val_acc_best, best_epoch, train_time_s, samples_per_s) and `tags`, `oracle`,
   `settings_applied`, `strategies` (JSON lists where they are lists);
@@ -31,7 +31,7 @@ from robustlearn.errors import ConfigError
 from robustlearn.leaderboard.aggregate import dedupe
 from robustlearn.tracking.store import COLUMNS, ResultsStore
 
-RUN_COLUMNS = [c for c in COLUMNS if c not in ("status", "error", "run_dir", "finished_at", "extra")]
+RUN_COLUMNS = [c for c in COLUMNS if c not in ("error", "run_dir", "finished_at", "extra")]
 EXTRA_COLUMNS = ("oracle", "settings_applied", "strategies")
 LIST_COLUMNS = ("tags", "settings_applied", "strategies")
 INT_COLUMNS = ("seed", "epochs", "epochs_done", "best_epoch", "epoch", "step")
