@@ -24,7 +24,14 @@ sys.path.insert(0, str(ROOT))
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from robustlearn.leaderboard.curves import group, mean_series, peak_and_end, read_columns, spread  # noqa: E402
+from robustlearn.leaderboard.curves import (  # noqa: E402
+    group,
+    mean_series,
+    one_class_epochs,
+    peak_and_end,
+    read_columns,
+    spread,
+)
 from robustlearn.leaderboard.plots import figure_png  # noqa: E402
 from robustlearn.tracking.store import ResultsStore  # noqa: E402
 
@@ -52,7 +59,8 @@ def summary(found: dict[str, dict[float, dict[str, list]]], smooth: int) -> list
     where every ratio's training accuracy is 100 %, and the accuracies at the end."""
     table = []
     for method, by_ratio in found.items():
-        curve = spread([c["predicted_share/in_class_test"] for c in by_ratio.values()], smooth)
+        shares = [c["predicted_share/in_class_test"] for c in by_ratio.values()]
+        curve = spread(shares, smooth, skip=one_class_epochs(shares))  # an untrained net predicts one class
         s = peak_and_end(curve)
         at = dict(curve)
         other = spread([c["predicted_share/other_classes"] for c in by_ratio.values()], smooth)
@@ -81,7 +89,8 @@ def markdown(table: list[dict], smooth: int) -> str:
                      f"| {100 * r['min_train_acc']:.1f} % | {100 * r['mean_test_acc']:.1f} % |")
     lines.append(f"\nSpread: the largest minus the smallest share of in-pair test images (\"end, other classes\": of "
                  f"the other classes' test images) predicted as the up-weighted class, across ratios, each curve first "
-                 f"averaged over a trailing window of {smooth} epochs.")
+                 f"averaged over a trailing window of {smooth} epochs; epochs where a ratio's network predicts one class for "
+                 f"99 % or more of the images are left out (an untrained network does that whatever its weights).")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import pytest
 from robustlearn.leaderboard.curves import (
     group,
     mean_series,
+    one_class_epochs,
     peak_and_end,
     read_columns,
     spread,
@@ -68,3 +69,18 @@ def test_peak_and_end():
     got = peak_and_end([(0, 0.2), (1, 0.8), (2, 0.3)])
     assert got == {"peak": 0.8, "peak_epoch": 1, "end": 0.3, "end_epoch": 2}
     assert math.isnan(peak_and_end([])["peak"])
+
+
+def test_one_class_epochs_are_skipped_before_the_spread():
+    # Epoch 0: the untrained networks predict one class each (shares 1.0 and 0.0): a spread of 1 that says nothing
+    # about the weights. Skipped, the peak is the real one, at epoch 2 (0.8 - 0.2), and the end 0.55 - 0.45.
+    down = [(0, 0.0), (1, 0.30), (2, 0.20), (3, 0.45)]
+    up = [(0, 1.0), (1, 0.60), (2, 0.80), (3, 0.55)]
+    assert one_class_epochs([down, up]) == {0}
+    assert one_class_epochs([[(0, 0.995), (1, 0.5)]], limit=0.99) == {0}
+    s = spread([down, up], skip=one_class_epochs([down, up]))
+    assert [e for e, _ in s] == [1, 2, 3] and [v for _, v in s] == pytest.approx([0.30, 0.60, 0.10])
+    assert peak_and_end(s)["peak_epoch"] == 2 and peak_and_end(spread([down, up]))["peak_epoch"] == 0
+    # smoothing runs over the kept epochs only: a trailing mean of 2 at epoch 2 averages epochs 1 and 2
+    epoch, value = spread([down, up], smooth=2, skip={0})[1]
+    assert epoch == 2 and value == pytest.approx(0.7 - 0.25)

@@ -64,12 +64,21 @@ def mean_series(runs: Sequence[Series]) -> Series:
     return [(e, statistics.mean(r[e] for r in by_run)) for e in sorted(common)]
 
 
-def spread(curves: Sequence[Series], smooth: int = 1) -> Series:
+def one_class_epochs(curves: Sequence[Series], limit: float = 0.99) -> set[int]:
+    """Epochs where some curve of predicted shares is at or beyond `limit` or 1 − `limit`: a network that predicts
+    (nearly) a single class for every image. An untrained network does that, whatever its weights, so a spread
+    between such curves measures the initialisation, not the weighting."""
+    return {e for c in curves for e, v in c if v >= limit or v <= 1.0 - limit}
+
+
+def spread(curves: Sequence[Series], smooth: int = 1, skip: Iterable[int] = ()) -> Series:
     """Per epoch, the largest minus the smallest value across `curves` (epochs all curves have), each curve first
-    averaged over a trailing window of `smooth` epochs (1: as logged)."""
+    averaged over a trailing window of `smooth` epochs (1: as logged); epochs in `skip` (e.g. `one_class_epochs`)
+    are removed from every curve before the smoothing."""
     if not curves:
         return []
-    smoothed = [dict(trailing_mean(c, smooth)) for c in curves]
+    skip = set(skip)
+    smoothed = [dict(trailing_mean([(e, v) for e, v in c if e not in skip], smooth)) for c in curves]
     common = sorted(set.intersection(*(set(c) for c in smoothed)))
     return [(e, max(c[e] for c in smoothed) - min(c[e] for c in smoothed)) for e in common]
 
