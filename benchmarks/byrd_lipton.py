@@ -89,8 +89,9 @@ def markdown(table: list[dict], smooth: int) -> str:
                      f"| {100 * r['min_train_acc']:.1f} % | {100 * r['mean_test_acc']:.1f} % |")
     lines.append(f"\nSpread: the largest minus the smallest share of in-pair test images (\"end, other classes\": of "
                  f"the other classes' test images) predicted as the up-weighted class, across ratios, each curve first "
-                 f"averaged over a trailing window of {smooth} epochs; epochs where a ratio's network predicts one class for "
-                 f"99 % or more of the images are left out (an untrained network does that whatever its weights).")
+                 f"averaged over a trailing window of {smooth} epochs; epochs where a ratio's network predicts one "
+                 f"class for 99 % or more of the images are left out (an untrained network does that whatever its "
+                 f"weights).")
     return "\n".join(lines)
 
 
