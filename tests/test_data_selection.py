@@ -4,11 +4,12 @@ composition with GCE, no host sync) are in tests/test_data_selection_runs.py."""
 
 from __future__ import annotations
 
+import collections
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
-from scipy.stats import percentileofscore
 from torch import nn
 
 import robustlearn.strategies.sampling.infobatch  # noqa: F401
@@ -26,10 +27,11 @@ from robustlearn.strategies.sampling.online_batch_selection import (
     rank_probabilities,
 )
 from robustlearn.strategies.sampling.random_pruning import random_subset
-from robustlearn.strategies.sampling.rho_loss import select_top
+from robustlearn.strategies.sampling.rho_loss import RhoLoss, select_top
 from robustlearn.strategies.sampling.selective_backprop import SelectiveBackprop, keep_probability
 from tests.conftest import SMOKE
 from tests.protocol_helpers import assert_bad_strategy_parameter
+from tests.sync_guard import no_host_sync
 
 # ---- random pruning ---------------------------------------------------------------------------------------------
 
@@ -151,17 +153,91 @@ def test_online_batch_selection_draws_samples_by_the_rank_of_their_loss():
 # ---- Selective Backprop -----------------------------------------------------------------------------------------
 
 
-def test_selective_backprop_keep_probability_formula():
-    history = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    # loss 3 in [1, 2, 3, 4]: 2 below, 3 at or below -> (2 + 3 + 1) / 8 = 0.75 = rank 3 of 4; 0.75^3
-    torch.testing.assert_close(keep_probability(torch.tensor([3.0]), history, 3.0), torch.tensor([0.421875]))
-    torch.testing.assert_close(keep_probability(torch.tensor([4.0, 1.0]), history, 1.0), torch.tensor([1.0, 0.25]))
+def test_selective_backprop_keep_probability_is_the_official_share_strictly_below():
+    # Official UnboundedHistogram.percentile_of_score: #{h in H : h < l} / |H| (strict), then ** beta.
+    history = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    got = keep_probability(torch.tensor([3.0, 4.0, 1.0, 10.0], dtype=torch.float64), history, 3.0)
+    expected = torch.tensor([0.125, 0.421875, 0.0, 1.0], dtype=torch.float64)  # (2/4)^3, (3/4)^3, (0/4)^3, (4/4)^3
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+    ties = torch.tensor([1.0, 2.0, 2.0, 3.0], dtype=torch.float64)
+    got = keep_probability(torch.tensor([2.0, 2.5, 0.5], dtype=torch.float64), ties, 1.0)
+    torch.testing.assert_close(got, torch.tensor([0.25, 0.75, 0.0], dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+def _official_keep_probabilities(batches, b, r, beta):
+    """The official rule, transcribed (BatchedRelativeProbabilityCalculator.get_probability over forward batches of b,
+    UnboundedHistogram(max_history=r)): each forward batch joins the deque, then each of its losses is scored."""
+    history, out = collections.deque(maxlen=r), []
+    for losses in batches:
+        for start in range(0, len(losses), b):
+            chunk = losses[start:start + b]
+            history.extend(chunk)
+            out.append([(sum(1 for h in history if h < v) / len(history)) ** beta for v in chunk])
+    return out
+
+
+def test_selective_backprop_history_order_and_cap_follow_the_official_code():
+    sb = SelectiveBackprop(SelectiveBackprop.Params(beta=2.0, history=4, candidates=2.0))
+    sb.b, sb.m = 2, 4
+    sb.history = torch.zeros(4)
+    steps = [[3.0, 1.0, 2.0, 5.0], [4.0, 0.5, 6.0, 2.0]]
+    # By hand (beta 2, forward batches of b = 2, history capped at R = 4, oldest dropped first):
+    # step 1, batch [3, 1]: H = [3, 1]           -> 3: 1/2, 1: 0/2      -> 1/4, 0
+    #         batch [2, 5]: H = [3, 1, 2, 5]     -> 2: 1/4, 5: 3/4      -> 1/16, 9/16
+    # step 2, batch [4, .5]: H = [2, 5, 4, .5]   -> 4: 2/4, .5: 0/4     -> 1/4, 0
+    #         batch [6, 2]: H = [4, .5, 6, 2]    -> 6: 3/4, 2: 1/4      -> 9/16, 1/16
+    expected = [[0.25, 0.0, 0.0625, 0.5625], [0.25, 0.0, 0.5625, 0.0625]]
+    flat = [sum(_official_keep_probabilities([s], 2, 4, 2.0), []) for s in steps]
+    assert flat[0] == expected[0]  # the transcription agrees with the hand values on step 1 ...
+    assert sum(_official_keep_probabilities(steps, 2, 4, 2.0), []) == expected[0] + expected[1]  # ... and on both
+    with no_host_sync():
+        got = [sb.keep_probabilities(torch.tensor(s)) for s in steps]
+    for p, want in zip(got, expected):
+        torch.testing.assert_close(p.double(), torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-7)
+    assert sb.filled == 4 and sorted(sb.history.tolist()) == [0.5, 2.0, 4.0, 6.0]
+    # A longer random run against the transcription, with ties, a batch longer than R and a short last batch.
     g = torch.Generator().manual_seed(0)
-    history = torch.randint(0, 20, (300,), generator=g).float() / 4  # ties, as scipy's "rank" kind averages them
-    losses = history[:50]
-    ours = keep_probability(losses, history, 3.0)
-    reference = torch.tensor([(percentileofscore(history.numpy(), v, kind="rank") / 100) ** 3 for v in losses.tolist()])
-    torch.testing.assert_close(ours, reference.float())
+    sb = SelectiveBackprop(SelectiveBackprop.Params(beta=3.0, history=7, candidates=2.5))
+    sb.b, sb.m = 3, 8
+    sb.history = torch.zeros(7)
+    steps = [(torch.randint(0, 12, (n,), generator=g).float() / 4).tolist() for n in (8, 8, 8, 5, 8)]
+    want = _official_keep_probabilities(steps, 3, 7, 3.0)
+    got = torch.cat([sb.keep_probabilities(torch.tensor(s)) for s in steps])
+    torch.testing.assert_close(got.double(), torch.tensor(sum(want, []), dtype=torch.float64), rtol=0, atol=1e-6)
+    sb = SelectiveBackprop(SelectiveBackprop.Params(beta=1.0, history=2, candidates=3.0))
+    sb.b, sb.m = 3, 9
+    sb.history = torch.zeros(2)
+    got = sb.keep_probabilities(torch.tensor([5.0, 1.0, 3.0]))  # a batch of 3 > R = 2: H keeps its last two, [1, 3]
+    torch.testing.assert_close(got.double(), torch.tensor([1.0, 0.0, 0.5], dtype=torch.float64), rtol=0, atol=0)
+
+def test_selective_backprop_primes_with_epochs_of_full_backprop():
+    """The official first epoch backpropagates every sample (PrimedSelector with BaselineSelector, which never calls the
+    probability calculator): the loader's batch is b, the step trains it as it is, the history stays empty."""
+    assert SelectiveBackprop.Params().prime_epochs == 1  # official: num_images_to_prime = the training-set size
+    sb = SelectiveBackprop(SelectiveBackprop.Params(prime_epochs=2))
+    sb.b, sb.m = 8, 40
+    sizes = []
+    sb.dm = SimpleNamespace(cfg=SimpleNamespace(seed=0), set_train_batch_size=sizes.append)
+    trainer = SimpleNamespace(current_epoch=0, global_rank=0, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    module = _FakeModule()
+    assert [sb.loader_batch_size(e) for e in range(4)] == [None, None, 40, 40]  # None: data.batch_size (b)
+    for epoch, size in ((0, None), (1, 40)):
+        trainer.current_epoch = epoch
+        sb.on_train_epoch_start(trainer, module)
+        idx = torch.arange(8)
+        batch = {"x": torch.randn(8, 1), "y": idx % 2, "y_clean": idx % 2, "index": idx}
+        with no_host_sync():
+            assert sb.on_batch(batch, module) is batch
+        assert sb.filled == 0 and sb.pool is None
+        sb.on_train_epoch_end(trainer, module)
+        assert sizes[-1] == size  # the next epoch's loader batch
+    trainer.current_epoch = 2
+    sb.on_train_epoch_start(trainer, module)
+    idx = torch.arange(40)
+    with no_host_sync():
+        out = sb.on_batch({"x": torch.randn(40, 1), "y": idx % 2, "y_clean": idx % 2, "index": idx}, module)
+    assert len(out["index"]) == 8 and sb.filled == 40
+    assert SelectiveBackprop(SelectiveBackprop.Params(prime_epochs=0)).params.prime_epochs == 0
 
 
 def test_selective_backprop_trains_full_batches_of_kept_samples():
@@ -192,6 +268,83 @@ def test_rho_loss_selects_by_reducible_loss():
     assert sorted(select_top(loss, 2).tolist()) == [0, 2]  # by the plain loss: the two high-irreducible ones
 
 
+class _BatchNormModule(nn.Module):
+    """A network that is one BatchNorm1d (no affine, float64, eps 1e-12: negligible here): its logits are the normalised
+    inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_means = EpochMeans()
+        self.bn = nn.BatchNorm1d(2, eps=1e-12, affine=False, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.bn(x)
+
+
+class _Candidates:
+    """`draw(n)`: always the same four candidates."""
+
+    def __init__(self):
+        # columns: [0, 0, 2, 2] (mean 1, biased variance 1) and [0, 20, 0, 20] (mean 10, biased variance 100)
+        self.batch = {"x": torch.tensor([[0.0, 0.0], [0.0, 20.0], [2.0, 0.0], [2.0, 20.0]], dtype=torch.float64),
+                      "y": torch.tensor([1, 0, 0, 1]), "y_clean": torch.tensor([1, 0, 0, 1]), "index": torch.arange(4)}
+
+    def draw(self, n):
+        assert n == 4
+        return {k: v.clone() for k, v in self.batch.items()}
+
+
+# Softplus(z_other − z_y), the two-class cross-entropy, of the hand-computed logits:
+# train mode, batch statistics: logits [[-1, -1], [-1, 1], [1, -1], [1, 1]] -> differences 0, 2, -2, 0
+TRAIN_LOSSES = [0.6931471805599453, 2.1269280110429727, 0.1269280110429725, 0.6931471805599453]
+# eval mode, running statistics (mean 0, variance 1): logits = inputs -> differences 0, 20, -2, -18
+EVAL_LOSSES = [0.6931471805599453, 20.000000002061153, 0.1269280110429725, 1.5229979628736488e-08]
+
+
+def _rho(**params):
+    rho = RhoLoss(RhoLoss.Params(presample=2, **params))
+    rho.dm = _Candidates()
+    rho.irreducible.values = torch.tensor([0.1, 0.0, 0.0, 0.0])
+    return rho
+
+
+def test_rho_loss_scores_in_train_mode_by_default_as_the_official_code():
+    """Official: MultiModels.training_step sets large_model.train() (selection_train_mode=True) and
+    reducible_loss_selection scores under torch.no_grad(), which does not stop BatchNorm from updating its running
+    statistics: the scoring pass normalises with the candidates' batch statistics and moves the running mean and
+    variance once (momentum 0.1, unbiased variance) before the training forward moves them again. The irreducible
+    losses are precomputed in eval mode (a lookup, as the cache here)."""
+    rho, module = _rho(), _BatchNormModule()
+    with no_host_sync():
+        out = rho.on_batch({"index": torch.arange(2)}, module)
+    # scores = TRAIN_LOSSES − [0.1, 0, 0, 0] = [0.593, 2.127, 0.127, 0.693]: the top two are candidates 1 and 3
+    # (eval-mode scores [0.593, 20.0, 0.127, 1.5e-8] would pick 1 and 0)
+    assert sorted(out["index"].tolist()) == [1, 3]
+    bn = module.bn
+    torch.testing.assert_close(bn.running_mean, torch.tensor([0.1, 1.0], dtype=torch.float64), rtol=0, atol=1e-15)
+    # 0.9 · 1 + 0.1 · (unbiased variances 4/3 and 400/3)
+    torch.testing.assert_close(bn.running_var, torch.tensor([1.0333333333333334, 14.233333333333334],
+                                                            dtype=torch.float64), rtol=1e-15, atol=1e-15)
+    assert int(bn.num_batches_tracked) == 1 and bn.training and module.training
+    assert RhoLoss.Params().score_mode == "train"
+
+
+@pytest.mark.parametrize("mode, losses, updates", [("train", TRAIN_LOSSES, True), ("eval", EVAL_LOSSES, False)])
+def test_rho_loss_score_modes_differ_as_intended(mode, losses, updates):
+    rho, module = _rho(score_mode=mode), _BatchNormModule()
+    big = rho.dm.draw(4)
+    with no_host_sync():
+        got = rho.candidate_losses(big["x"], big["y"], module)
+    assert not got.requires_grad
+    torch.testing.assert_close(got.double(), torch.tensor(losses, dtype=torch.float64), rtol=1e-6, atol=1e-7)
+    assert all(m.training for m in module.modules())  # the modes are as they were
+    assert (int(module.bn.num_batches_tracked) == 1) == updates
+    assert torch.equal(module.bn.running_mean, torch.zeros(2, dtype=torch.float64)) != updates
+    with no_host_sync():
+        out = rho.on_batch({"index": torch.arange(2)}, module)
+    assert sorted(out["index"].tolist()) == ([1, 3] if mode == "train" else [0, 1])
+
+
 # ---- parameters -------------------------------------------------------------------------------------------------
 
 
@@ -208,9 +361,12 @@ def test_rho_loss_selects_by_reducible_loss():
     ("{name: selective_backprop, beta: 0}", "beta"),
     ("{name: selective_backprop, history: 0}", "history"),
     ("{name: selective_backprop, candidates: 0.5}", "candidates"),
+    ("{name: selective_backprop, prime_epochs: -1}", "prime_epochs"),
+    ("{name: selective_backprop, prime_epochs: 0.5}", "prime_epochs"),
     ("{name: rho_loss, presample: 1}", "presample"),
     ("{name: rho_loss, il_epochs: 0}", "il_epochs"),
     ("{name: rho_loss, holdout: train}", "holdout"),
+    ("{name: rho_loss, score_mode: batch}", "score_mode"),
 ])
 def test_bad_parameters_are_refused(entry, key):
     assert_bad_strategy_parameter(entry, key)

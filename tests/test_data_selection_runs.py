@@ -78,7 +78,24 @@ def test_selective_backprop_epoch_is_one_forward_pass_over_the_split(tmp_path):
     rec = Recorder()
     result = fit(smoke(tmp_path, "strategies=[{name: selective_backprop}]", "trainer.epochs=2"), quiet=True,
                  callbacks=[rec])
-    assert rec.steps == [6, 6]  # candidate batches of 5 * 64 = 320: ceil(1800 / 320) steps, each training 64
-    last = rows(result["run_dir"])[-1]
+    # epoch 0 primes (the official first epoch of full backprop): 29 plain steps of 64; then candidate batches of
+    # 5 * 64 = 320: ceil(1800 / 320) steps, each training 64
+    assert rec.steps == [29, 6]
+    first, last = rows(result["run_dir"])
+    assert float(first["selective_backprop/kept"]) == 1.0
     assert 0.15 < float(last["selective_backprop/kept"]) < 0.35  # about E[U^3] = 1/4 of the candidates
     assert float(last["selective_backprop/short"]) < 0.05
+    rec = Recorder()
+    fit(smoke(tmp_path / "unprimed", "strategies=[{name: selective_backprop, prime_epochs: 0}]", "trainer.epochs=1"),
+        quiet=True, callbacks=[rec])
+    assert rec.steps == [6]
+
+
+@pytest.mark.slow
+def test_selective_backprop_resumes_exactly_right_after_priming(tmp_path):
+    """Interrupted when epoch 1 (its first selective epoch) starts: the checkpoint carries the candidates' loader batch
+    size and the empty history, and the resumed run continues as the uninterrupted one."""
+    rec = Recorder()
+    assert_resumes_exactly(tmp_path, ["strategies=[{name: selective_backprop}]", "trainer.epochs=3"], stop_epoch=1,
+                           callbacks=[rec])
+    assert rec.steps == [6, 6]

@@ -21,7 +21,7 @@ from robustlearn.errors import ConfigError
 from robustlearn.runner import fit
 from robustlearn.strategies.sampling.grad_norms import per_sample_grad_sq_norms
 from robustlearn.strategies.sampling.presample import Presample, importance_sample, logit_scores
-from robustlearn.strategies.sampling.tau import smoothed, variance_reduction
+from robustlearn.strategies.sampling.tau import smoothed, threshold, variance_reduction
 from robustlearn.strategies.step import StepPlan, strategy_step
 from tests.conftest import CONFIGS, SMOKE
 from tests.protocol_helpers import assert_bad_strategy_parameter, assert_resumes_exactly, rows, smoke
@@ -159,12 +159,15 @@ class DataModule:
     def __init__(self):
         g = torch.Generator().manual_seed(5)
         self.cfg = SimpleNamespace(seed=0)
+        self.data_cfg = SimpleNamespace(batch_size=6)  # the b of `loader_batch()`
+        self.drawn = []  # the n of every draw
         self.data = {"x": torch.randn(40, 5, generator=g), "y": torch.randint(0, 3, (40,), generator=g),
                      "index": torch.arange(40)}
         self.data["y_clean"] = self.data["y"].clone()
         self.g = torch.Generator().manual_seed(6)
 
     def draw(self, n):
+        self.drawn.append(n)
         pos = torch.randint(40, (n,), generator=self.g)
         return {k: v[pos] for k, v in self.data.items()}
 
@@ -341,9 +344,41 @@ def test_bad_parameters_are_refused(entry, key):
 
 
 def test_default_threshold_is_eq_29():
-    assert Presample().tau_threshold == pytest.approx(2.0)  # (3b + 3b) / (3b)
-    assert Presample(Presample.Params(presample=6.0)).tau_threshold == pytest.approx(3.0)
-    assert Presample(Presample.Params(tau_th=1.5)).tau_threshold == 1.5
+    assert Presample().tau_threshold(64) == 2.0  # (3b + 3b) / (3b)
+    assert Presample(Presample.Params(presample=6.0)).tau_threshold(64) == 3.0
+    assert Presample(Presample.Params(tau_th=1.5)).tau_threshold(64) == 1.5
+
+
+def test_default_threshold_counts_the_candidates_actually_drawn():
+    """Official `ImportanceTraining.sampler`: B = int(presample * batch_size), tau_th = (B + 3b) / (3b). With presample
+    2.5 and b = 5, B = int(12.5) = 12 and tau_th = 27 / 15 = 1.8, where (presample + 3) / 3 = 11 / 6 = 1.8333..."""
+    assert threshold(12, 5) == 1.8
+    s = strategy(presample=2.5)
+    assert s.tau_threshold(5) == 1.8
+    assert s.tau_threshold(4) == 1.8333333333333333  # B = 10 of b = 4: (10 + 12) / 12, whole here
+    assert Presample(Presample.Params(presample=2.2)).tau_threshold(7) == 1.7142857142857142  # B = 15: 36 / 21
+
+
+def test_tau_bar_between_eq_29_and_the_rounded_free_formula_turns_sampling_on():
+    """presample 2.5, b = 5: τ_th = 1.8 (B = 12 drawn); τ̄ = 1.82 is above it but below (2.5 + 3) / 3 = 1.8333."""
+    # the epoch switch turns on (it would stay off at (presample + 3) / 3) ...
+    s, module = strategy(presample=2.5, score="loss"), Module()
+    s.dm.data_cfg.batch_size = 5
+    s.tau_bar = torch.tensor(1.82)
+    start_epoch(s, module)
+    batch = loader_batch(5)
+    out = step(s, module, batch)
+    assert s.dm.drawn == [12] and not torch.equal(out["batch"]["index"], batch["index"])
+    # ... and so does the step switch, which draws the same B = 12 and compares τ̄ before the step with 1.8
+    s, module = strategy(presample=2.5, score="loss", switch="step", a_tau=0.99), Module()
+    s.tau_bar = torch.tensor(1.82)
+    with no_host_sync():
+        trained = s.on_batch(batch, module)
+    assert s.dm.drawn == [12] and not torch.equal(trained["index"], batch["index"])
+    s.tau_bar = torch.tensor(1.79)
+    with no_host_sync():
+        trained = s.on_batch(batch, module)
+    assert torch.equal(trained["index"], batch["index"]) and torch.equal(trained["weight"], torch.ones(5))
 
 
 @pytest.mark.parametrize("name, score", [("presample_upper_bound", "upper_bound"), ("presample_loss", "loss"),

@@ -26,8 +26,13 @@ estimate unbiased for any score; a loss other than cross-entropy only makes the 
 
 **When sampling is on.** τ = (1 − ‖g − u‖²/‖g‖²)^(−1/2) of the normalised scores g (sum 1) against the uniform u
 (`tau.py`) estimates the variance reduction; the smoothed τ̄ ← a_τ τ̄ + (1 − a_τ) τ starts at 0 and sampling is on
-while τ̄ exceeds τ_th = (B + 3b)/(3b) (paper eq. 29; 2 for presample 3). An off step trains on the loader's own batch
-with weights 1, exactly as plain training. When the switch is read (`switch`):
+while τ̄ exceeds τ_th = (B + 3b)/(3b) (paper eq. 29; 2 for presample 3), B = ⌊presample · b⌋ the number of candidates
+actually drawn, as the official `ImportanceTraining.sampler` computes it (`B = int(presample * batch_size)`, then
+`tau_th = (B + 3*b) / (3*b)`); (presample + 3)/3 differs from it when presample · b is not whole (presample 2.5,
+b 5: B = 12 and τ_th = 1.8, not 1.83). b is `data.batch_size` for `switch: epoch` (the official code's fixed batch
+size); with `switch: step` each step uses its own b and B, the same except for an epoch's last, smaller batch (the
+official sampler has none). An off step trains on the loader's own batch with weights 1, exactly as plain training.
+When the switch is read (`switch`):
 
 - `epoch` (default): on the host, once at the start of every epoch (one device read per epoch, none in the steps);
   the decision holds for the epoch. An off epoch costs what plain training costs, as in the paper's Algorithm 1: no
@@ -89,13 +94,19 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_number
 from robustlearn.strategies.sampling.grad_norms import per_sample_grad_sq_norms
-from robustlearn.strategies.sampling.tau import smoothed, variance_reduction
+from robustlearn.strategies.sampling.tau import smoothed, threshold, variance_reduction
 from robustlearn.strategies.scoring import scoring
 
 SCORES = ("loss", "upper_bound", "last_layer", "exact")
 SWITCHES = ("epoch", "step")
 _SALT = 7103  # the sampling generator's stream, apart from the datamodule's draw stream
 _SEED_MASK = (1 << 63) - 1
+
+
+def candidate_count(presample: float, b: int) -> int:
+    """B = ⌊presample · b⌋ (at least 1), the candidates a step training b samples draws (official:
+    `int(presample * batch_size)`)."""
+    return max(1, int(presample * b))
 
 
 def sampling_distribution(scores: torch.Tensor, smooth: float) -> torch.Tensor:
@@ -183,11 +194,11 @@ class Presample(Strategy):
         self._gens: dict[int, torch.Generator] = {}  # by salt: the sampling stream and, under DDP, the common ones
         self._on = False  # switch epoch: whether this epoch presamples (τ̄ > τ_th at its start)
 
-    @property
-    def tau_threshold(self) -> float:
-        """τ_th: the configured one, or (B + 3b)/(3b) = (presample + 3)/3."""
+    def tau_threshold(self, b: int) -> float:
+        """τ_th for steps training b samples: the configured one, or (B + 3b)/(3b) with B = ⌊presample · b⌋ the
+        candidates drawn (eq. 29 as the official code computes it)."""
         p = self.params
-        return float(p.tau_th) if p.tau_th is not None else (p.presample + 3.0) / 3.0
+        return float(p.tau_th) if p.tau_th is not None else threshold(candidate_count(p.presample, b), b)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.dm = self.datamodule(trainer)
@@ -197,7 +208,7 @@ class Presample(Strategy):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step = 0
         if self.params.switch == "epoch":  # one host read per epoch, outside the steps
-            self._on = bool(self.tau_bar.detach().cpu() > self.tau_threshold)
+            self._on = bool(self.tau_bar.detach().cpu() > self.tau_threshold(self.dm.data_cfg.batch_size))
 
     # ---- scores --------------------------------------------------------------------------------------------
     def scores(self, x: torch.Tensor, y: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -292,7 +303,7 @@ class Presample(Strategy):
                 self._off_epoch_scores(self.scores(batch["x"], batch["y"], module), module)
             return batch
         b = len(batch["y"])
-        n = max(1, int(self.params.presample * b))
+        n = candidate_count(self.params.presample, b)
         big, s, pick, w, p = self._draw_and_score(module, b, n)
         device = big["y"].device
         self._step += 1
@@ -302,7 +313,7 @@ class Presample(Strategy):
             out["weight"] = w
             self.log_step(module, "active", torch.ones((), device=device), 1)
             return out
-        active = before > self.tau_threshold
+        active = before > self.tau_threshold(b)
         out = {}
         for key, values in big.items():
             if key in batch:

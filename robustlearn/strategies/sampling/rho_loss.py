@@ -15,11 +15,27 @@ resumed run neither retrains nor changes it; the IL network itself is discarded.
 RNG, so the run's own random stream is the same with and without it.
 
 Per step (`replaces_batch`): draw B = `presample` · b candidates uniformly from the training subset (`dm.draw`,
-augmented, from the datamodule's (seed, epoch, rank) stream), score them in eval mode without gradient
-(`scoring`), and train on the b with the largest score (`topk` on the device; no host sync). An epoch is N / b such
-steps, as with uniform training; each costs a no-grad forward of B candidates besides the step itself (at the default
-B = 10 b, about 10 / 3 of a uniform step's cost with backward ≈ 2 forwards) — RHO-LOSS saves steps to reach an
-accuracy, not time per step.
+augmented, from the datamodule's (seed, epoch, rank) stream), score them without gradient, and train on the b with
+the largest score (`topk` on the device; no host sync). An epoch is N / b such steps, as with uniform training; each
+costs a no-grad forward of B candidates besides the step itself (at the default B = 10 b, about 10 / 3 of a uniform
+step's cost with backward ≈ 2 forwards) — RHO-LOSS saves steps to reach an accuracy, not time per step.
+
+Which mode scores the candidates (`score_mode`). The official code scores in train mode: `MultiModels.training_step`
+(`src/models/MultiModels.py`) calls `large_model.train()` before the selection (`selection_train_mode=True`, its
+default; `.eval()` only when set False) and `reducible_loss_selection.__call__`
+(`src/curricula/selection_methods.py`) computes the candidates' cross-entropy under `torch.no_grad()`. So BatchNorm
+normalises the B candidates with their own batch statistics, dropout is active, and — `no_grad` does not stop it —
+BatchNorm's running mean and variance take one momentum step with the candidate batch's statistics (and
+`num_batches_tracked` counts it) before the training forward on the selected b takes another. `score_mode: train`
+(default) does exactly that: the module scores the candidates under `torch.no_grad()` in the mode the training step
+runs it (train mode; submodules a strategy keeps in eval mode stay so), and the running statistics it updates are
+the network's own, checkpointed with it (resume stays exact; dropout draws from the run's global stream, which the
+checkpoint restores). `score_mode: eval` scores with `scoring` (every layer in eval mode, running statistics used
+and left unchanged, dropout off), the official `selection_train_mode=False`. The irreducible loss is the same in
+both: the official default (`irreducible_loss_generator: precomputed_loss.yaml`) looks up losses precomputed once
+after the IL training with `model.eval()` under `torch.inference_mode()` (`src/train_irreducible.py`), as the cache
+here is; no IL network runs per step. (Its optional `irreducible_loss_model.yaml` keeps the IL network as a
+submodule, which Lightning puts in train mode; not offered.)
 
 Held-out data (`holdout`): the validation split (`data.val_fraction` > 0), whose labels are noisy like the training
 labels — the held-out data this repository has. The paper trains the IL model on a held-out half of the training set
@@ -30,7 +46,8 @@ split makes a weak IL model (scores close to the plain loss). Holding out a shar
 not offered: it would need the training subset, which belongs to `sets_subset` strategies.
 
 Defaults: `presample` = 10 (the paper selects 10 % of each large batch), `il_epochs` = 10 (the paper trains the IL
-model to a good holdout fit and finds that a small, cheaply trained IL model suffices; raise it for large datasets).
+model to a good holdout fit and finds that a small, cheaply trained IL model suffices; raise it for large datasets),
+`score_mode` = train (the official default, above).
 Biased by design: the b selected samples are not reweighted. The selection uses cross-entropy whatever the training
 loss (a loss provider such as GCE still sets the loss trained on). No oracle (no clean labels).
 `rho_loss/score` logs the mean score of the selected samples, `rho_loss/irreducible` their mean irreducible loss.
@@ -55,6 +72,7 @@ from robustlearn.strategies.params import is_whole
 from robustlearn.strategies.scoring import scoring
 
 _SALT = 7505
+SCORE_MODES = ("train", "eval")
 
 
 def select_top(score: torch.Tensor, b: int) -> torch.Tensor:
@@ -99,6 +117,7 @@ class RhoLoss(Strategy):
         presample: int = 10  # candidates per trained sample, B = presample * b, >= 2 (paper: select 10 %)
         il_epochs: int = 10  # epochs the irreducible-loss model trains on the held-out split, >= 1
         holdout: str = "val"  # held-out data of the irreducible-loss model: the validation split
+        score_mode: str = "train"  # train | eval: the network's mode when it scores the candidates (official: train)
 
         def __post_init__(self):
             if not (is_whole(self.presample) and self.presample >= 2):
@@ -108,6 +127,9 @@ class RhoLoss(Strategy):
             if self.holdout != "val":
                 raise ConfigError(f"rho_loss: holdout = {self.holdout!r} is not offered; the one choice is 'val' "
                                   "(the validation split).", "holdout")
+            if self.score_mode not in SCORE_MODES:
+                raise ConfigError(f"rho_loss: score_mode = {self.score_mode!r} is not one of "
+                                  f"{', '.join(SCORE_MODES)}.", "score_mode")
 
     @classmethod
     def check_config(cls, params, cfg: dict) -> None:
@@ -138,11 +160,22 @@ class RhoLoss(Strategy):
         y = self.dm.train_tensors()["y"].to(logits.device)
         self.irreducible.values = F.cross_entropy(logits, y, reduction="none").to(self.irreducible.dtype)
 
+    def candidate_losses(self, x: torch.Tensor, y: torch.Tensor, module: pl.LightningModule) -> torch.Tensor:
+        """The cross-entropy of the candidates under the current model, without gradient, in `score_mode`: train (the
+        module as the training step runs it; BatchNorm uses and updates batch statistics, dropout on) or eval
+        (`scoring`)."""
+        if self.params.score_mode == "eval":
+            with scoring(module):
+                logits = module(x)
+        else:
+            with torch.no_grad():
+                logits = module(x)
+        return F.cross_entropy(logits.float(), y, reduction="none")
+
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
         b = len(batch["index"])
         big = self.dm.draw(self.params.presample * b)
-        with scoring(module):
-            loss = F.cross_entropy(module(big["x"]).float(), big["y"], reduction="none")
+        loss = self.candidate_losses(big["x"], big["y"], module)
         irreducible = self.irreducible[big["index"]]
         score = loss - irreducible
         top = select_top(score, b)

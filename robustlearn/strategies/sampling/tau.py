@@ -8,7 +8,8 @@ For scores s_1..s_n with normalised g = s / Σ s and the uniform u = 1/n,
 the exponent −1/2 applying to the whole bracket. Since Σ g = 1, ‖g − u‖² = ‖g‖² − 1/n, so τ = sqrt(n ‖g‖²) =
 sqrt(mean s²) / mean s ≥ 1: it is 1 for equal scores and grows as they spread (√n for one non-zero score). It
 estimates how much importance sampling ∝ s reduces the variance of the gradient estimate, in units of batch size:
-sampling is worth its cost while the smoothed τ̄ ← a τ̄ + (1 − a) τ exceeds τ_th = (B + 3b) / (3b).
+sampling is worth its cost while the smoothed τ̄ ← a τ̄ + (1 − a) τ exceeds τ_th = (B + 3b) / (3b), B the number of
+candidates drawn and b the number trained (`threshold`).
 """
 
 from __future__ import annotations
@@ -29,3 +30,9 @@ def variance_reduction(scores: torch.Tensor) -> torch.Tensor:
 def smoothed(tau_bar: torch.Tensor, tau: torch.Tensor, a: float) -> torch.Tensor:
     """The exponential moving average a τ̄ + (1 − a) τ (official momentum a = 0.9, τ̄ starting at 0)."""
     return a * tau_bar + (1.0 - a) * tau
+
+
+def threshold(candidates: int, b: int) -> float:
+    """τ_th = (B + 3b) / (3b) (eq. 29) for B = `candidates` scored and b trained per step: the official
+    `ImportanceTraining.sampler` takes B = int(presample · b), the number it draws, not presample · b."""
+    return (candidates + 3.0 * b) / (3.0 * b)
