@@ -156,7 +156,8 @@ def method_label(data: dict) -> None:
     a run given strategies on the command line is not recorded as cross-entropy. An explicit `method` is kept."""
     if data.get("method") is not None:
         return
-    names = [s.get("name") for s in data.get("strategies") or [] if isinstance(s, dict)]
+    entries = data.get("strategies")
+    names = [s.get("name") for s in entries if isinstance(s, dict)] if isinstance(entries, list) else []
     data["method"] = "+".join(str(n) for n in names if n) or "ce"
 
 
