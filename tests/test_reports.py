@@ -165,3 +165,34 @@ def test_the_noisy_label_page_reads_its_verdicts_from_the_paired_differences(tmp
     assert "| mae | 25.00 [25.00, 25.00] |" in cell["memorised"]
     assert (tmp_path / "fig" / f"curves_{cell['slug']}.png").stat().st_size > 0
     assert values["seeds"] == 3 and values["runs"] == 9
+
+
+def test_the_wallclock_page_pairs_each_method_with_uniform_on_its_seed(tmp_path):
+    # Uniform rises 0.2 per 10-s epoch to a plateau of 0.85; "slow" rises 0.12 per epoch to the same plateau: it
+    # reaches the target (99 % of 0.85) later on every seed (ratio interval above 1) and ends where uniform ends.
+    from robustlearn.report.pages import wallclock
+
+    root = tmp_path / "runs"
+    for method, speed in (("ce", 1.0), ("slow", 0.6)):
+        for seed in range(3):
+            run_id = f"{method}-{seed}"
+            run_dir = root / run_id
+            run_dir.mkdir(parents=True)
+            lines = ["epoch,test/acc,train_s_total,presample/active,presample/tau"]
+            for e in range(8):
+                acc = min(0.2 * (e + 1) * speed + 0.01 * seed, 0.85)
+                lines.append(f"{e},{acc},{10.0 * (e + 1)},{0.5 if method == 'slow' else ''},{1.5 + e}")
+            (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+            ResultsStore(root / "results.sqlite").record({
+                "run_id": run_id, "sweep": "s", "method": method, "seed": seed, "config_hash": run_id,
+                "status": "completed", "epochs_done": 8, "run_dir": str(run_dir), "tags": [], "finished_at": 0.0})
+    export([Source(str(root / "results.sqlite"))], tmp_path / "b")
+    (tmp_path / "fig").mkdir()
+    values = wallclock.context(load(tmp_path / "b"), tmp_path / "fig")
+    slow, ce = values["methods"]["slow"], values["methods"]["ce"]
+    assert ce["ratio"] == "1.00" and ce["ratio_low"] == "1.00"
+    assert slow["reached"] == "3 of 3", slow
+    assert slow["slower"] and not slow["faster"] and not slow["worse"] and not slow["better"], slow
+    assert slow["delta"] == "+0.00 [+0.00, +0.00]"
+    assert "| slow | 3 | 80.0 | 8 | 50 % | 0 | 8.50 |" in values["switch"]
+    assert (tmp_path / "fig" / "time.png").stat().st_size > 0

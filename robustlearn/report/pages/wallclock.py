@@ -1,0 +1,102 @@
+"""Pages that compare samplers with uniform training at equal training time (katharopoulos_fleuret.md), from their
+bundles: time to a target below the plateau per seed with its ratio to uniform (bootstrap interval), accuracy at
+fixed shares of the budget with paired intervals, the budget each method actually trained, the presampling switch's
+diagnostics, and the accuracy-against-time figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from robustlearn.leaderboard.stats import t_interval
+from robustlearn.leaderboard.time_to_target import TARGET_SHARE, time_to_target
+from robustlearn.leaderboard.time_to_target import markdown as time_tables
+from robustlearn.leaderboard.wallclock import Curve, plot
+from robustlearn.report.bundle import Bundle
+from robustlearn.report.numbers import num, pct, table
+
+BASELINE = "ce"
+
+
+def runs_by_method(bundle: Bundle) -> dict[str, list[dict]]:
+    """method -> [{"seed", "series": [(train_s_total, test/acc)], "run"}] for every run with evaluations."""
+    out: dict[str, list[dict]] = {}
+    for run in bundle.runs:
+        times = dict(bundle.series(run["run_id"], "train_s_total"))
+        accs = bundle.series(run["run_id"], "test/acc")
+        points = [(times[e], a) for e, a in accs if e in times]
+        if points:
+            out.setdefault(str(run["method"]), []).append({"seed": run["seed"], "series": points, "run": run})
+    return out
+
+
+def switch_rows(bundle: Bundle, found: dict[str, list[dict]]) -> str:
+    """Per method: training seconds actually used, epochs finished, share of epochs' steps sampled, first epoch with
+    sampling on, τ̄ in the last epoch (ranges over seeds)."""
+    def span(values, digits=0, scale=1.0):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "–"
+        lo, hi = scale * min(values), scale * max(values)
+        return num(lo, digits) if num(lo, digits) == num(hi, digits) else f"{num(lo, digits)}–{num(hi, digits)}"
+
+    rows = []
+    for method, runs in sorted(found.items(), key=lambda kv: (kv[0] != BASELINE, kv[0])):
+        trained, epochs, sampled, first, tau = [], [], [], [], []
+        for r in runs:
+            rid = r["run"]["run_id"]
+            trained.append(r["series"][-1][0])
+            epochs.append(r["run"].get("epochs_done"))
+            active = bundle.series(rid, "presample/active")
+            if active:
+                sampled.append(statistics.mean(v for _, v in active))
+                first.append(next((e for e, v in active if v > 0), None))
+                taus = bundle.series(rid, "presample/tau")
+                tau.append(taus[-1][1] if taus else None)
+        rows.append([method, len(runs), span(trained, 1), span(epochs), span(sampled, 0, 100) + (" %" if sampled
+                     else ""), span(first), span(tau, 2)])
+    header = ["method", "seeds", "training time used (s)", "epochs finished", "steps sampled",
+              "switch first on (epoch)", "τ̄ in the last epoch"]
+    return table(header, rows)
+
+
+def context(bundle: Bundle, figures: Path) -> dict:
+    found = runs_by_method(bundle)
+    report = time_to_target({m: [{"seed": r["seed"], "series": r["series"]} for r in runs]
+                             for m, runs in found.items()}, baseline=BASELINE, target_share=TARGET_SHARE)
+    curves = {m: Curve(m, [r["series"] for r in runs], [r["seed"] for r in runs]) for m, runs in found.items()}
+    crossings = {m.method: m.mean_crossing for m in report.methods}
+    reached = {m.method: (m.reached, m.n) for m in report.methods}
+    (figures / "time.png").write_bytes(plot(curves, "test accuracy against training time (evaluation excluded)",
+                                            target=report.target, crossings=crossings, reached=reached))
+    rows = {m.method: m for m in report.methods}
+    final = {m: t_interval(r["series"][-1][1] for r in runs) for m, runs in found.items()}
+
+    def method(name: str) -> dict:
+        m = rows.get(name)
+        at_end = m.at_share(1.0) if m else None
+        d = at_end.delta if at_end else None
+        return {
+            "present": m is not None,
+            "final": pct(final[name].mean) if name in final else "–",
+            "ratio": "–" if m is None or m.ratio.geomean is None else num(m.ratio.geomean, 2),
+            "ratio_low": "–" if m is None or m.ratio.low is None else num(m.ratio.low, 2),
+            "ratio_high": "–" if m is None or m.ratio.high is None else num(m.ratio.high, 2),
+            "reached": f"{m.reached} of {m.n}" if m else "–",
+            "delta": "–" if d is None else f"{100 * d.delta:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]".replace(
+                "-", "−"),
+            "slower": bool(m and m.ratio.low is not None and m.ratio.low > 1.0),
+            "faster": bool(m and m.ratio.high is not None and m.ratio.high < 1.0),
+            "better": bool(d and d.low > 0), "worse": bool(d and d.high < 0),
+        }
+
+    seeds = sorted({int(r["seed"]) for r in bundle.runs})
+    return {
+        "tables": time_tables(report), "switch": switch_rows(bundle, found),
+        "target": pct(report.target), "target_share": f"{100 * report.target_share:g}",
+        "budget": num(report.budget, 1), "baseline_final": pct(report.baseline_final),
+        "seeds": len(seeds), "seed_list": ", ".join(map(str, seeds)), "runs": len(bundle.runs),
+        "exported": bundle.manifest.get("exported", ""),
+        "methods": {name: method(name) for name in found},
+    }
