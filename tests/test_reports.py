@@ -194,5 +194,5 @@ def test_the_wallclock_page_pairs_each_method_with_uniform_on_its_seed(tmp_path)
     assert slow["reached"] == "3 of 3", slow
     assert slow["slower"] and not slow["faster"] and not slow["worse"] and not slow["better"], slow
     assert slow["delta"] == "+0.00 [+0.00, +0.00]"
-    assert "| slow | 3 | 80.0 | 8 | 50 % | 0 | 8.50 |" in values["switch"]
+    assert "| slow | 3 | 80.0 | 8 | – | 50 % | 0 | 8.50 |" in values["switch"]
     assert (tmp_path / "fig" / "time.png").stat().st_size > 0

@@ -43,21 +43,23 @@ def switch_rows(bundle: Bundle, found: dict[str, list[dict]]) -> str:
 
     rows = []
     for method, runs in sorted(found.items(), key=lambda kv: (kv[0] != BASELINE, kv[0])):
-        trained, epochs, sampled, first, tau = [], [], [], [], []
+        trained, epochs, sampled, first, tau, samples = [], [], [], [], [], []
         for r in runs:
             rid = r["run"]["run_id"]
             trained.append(r["series"][-1][0])
             epochs.append(r["run"].get("epochs_done"))
+            per_epoch = [v for _, v in bundle.series(rid, "samples")]
+            samples.append(statistics.mean(per_epoch) if per_epoch else None)
             active = bundle.series(rid, "presample/active")
             if active:
                 sampled.append(statistics.mean(v for _, v in active))
                 first.append(next((e for e, v in active if v > 0), None))
                 taus = bundle.series(rid, "presample/tau")
                 tau.append(taus[-1][1] if taus else None)
-        rows.append([method, len(runs), span(trained, 1), span(epochs), span(sampled, 0, 100) + (" %" if sampled
-                     else ""), span(first), span(tau, 2)])
-    header = ["method", "seeds", "training time used (s)", "epochs finished", "steps sampled",
-              "switch first on (epoch)", "τ̄ in the last epoch"]
+        rows.append([method, len(runs), span(trained, 1), span(epochs), span(samples),
+                     span(sampled, 0, 100) + (" %" if sampled else ""), span(first), span(tau, 2)])
+    header = ["method", "seeds", "training time used (s)", "epochs finished", "samples trained per epoch (mean)",
+              "steps sampled", "switch first on (epoch)", "τ̄ in the last epoch"]
     return table(header, rows)
 
 
@@ -78,7 +80,7 @@ def context(bundle: Bundle, figures: Path) -> dict:
         at_end = m.at_share(1.0) if m else None
         d = at_end.delta if at_end else None
         return {
-            "present": m is not None,
+            "name": name, "present": m is not None,
             "final": pct(final[name].mean) if name in final else "–",
             "ratio": "–" if m is None or m.ratio.geomean is None else num(m.ratio.geomean, 2),
             "ratio_low": "–" if m is None or m.ratio.low is None else num(m.ratio.low, 2),
@@ -99,4 +101,5 @@ def context(bundle: Bundle, figures: Path) -> dict:
         "seeds": len(seeds), "seed_list": ", ".join(map(str, seeds)), "runs": len(bundle.runs),
         "exported": bundle.manifest.get("exported", ""),
         "methods": {name: method(name) for name in found},
+        "others": [method(name) for name in sorted(found) if name != BASELINE],
     }
