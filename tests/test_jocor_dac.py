@@ -449,6 +449,10 @@ def test_dac_boundary_drops_the_abstained_and_restarts(tmp_path):
     metrics = rows(result["run_dir"])
     assert column(metrics, "lr") == pytest.approx([0.1, 0.05, 0.1, 0.05])  # a cosine schedule per stage
     assert column(metrics, "dac/stage") == [1, 1, 2, 2]
+    # the result is the retrained network's: the best-validation epoch is chosen within stage 2
+    val = column(metrics, "val/acc")
+    assert result["best_epoch"] == (2 if val[2] >= val[3] else 3)
+    assert result["test_acc_at_best_val"] == pytest.approx(column(metrics, "test/acc")[result["best_epoch"]])
     assert column(metrics, "dac/dropped") == [None, n, n, n]
     assert column(metrics, "dac/dropped_share")[1] == pytest.approx(n / 360)
     assert [int(r["samples"]) for r in metrics] == [360, 360, 360 - n, 360 - n]
@@ -623,3 +627,16 @@ def test_dac_does_not_compose_with_another_loss_or_subset():
         load_config(SMOKE, ["strategies=[{name: jocor}, {name: dac, learn_epochs: 0}]", "trainer.epochs=3"])
     with pytest.raises(ConfigError, match="both choose the training subset"):
         load_config(SMOKE, ["strategies=[{name: dac, learn_epochs: 0}, {name: random_pruning}]"])
+
+
+def test_best_validation_is_chosen_within_the_final_stage(tmp_path):
+    # Stage 1's network validates better here, but the method delivers stage 2's: the result must come from stage 2.
+    from robustlearn.tracking.recorder import RunRecorder
+
+    rec = RunRecorder(tmp_path, save_checkpoint=False)
+    rec.rows = [{"epoch": e, "time_s": 1.0, "val/acc": v, "test/acc": t, "dac/stage": s}
+                for e, (v, t, s) in enumerate([(0.9, 0.8, 1), (0.95, 0.85, 1), (0.5, 0.6, 2), (0.6, 0.7, 2)])]
+    out = rec.summary()
+    assert out["best_epoch"] == 3 and out["test_acc_at_best_val"] == 0.7 and out["val_acc_best"] == 0.6
+    rec.rows = [{k: v for k, v in r.items() if k != "dac/stage"} for r in rec.rows]  # no stages: over every epoch
+    assert rec.summary()["best_epoch"] == 1

@@ -124,13 +124,19 @@ class RunRecorder(Checkpoint):
 
     # ---- summary -------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """Epoch-level results for result.json: last and best-validation test accuracy, time."""
+        """Epoch-level results for result.json: last and best-validation test accuracy, time.
+
+        A strategy that trains in stages with different networks (DAC retrains a fresh one on the samples it kept)
+        logs `<name>/stage` every epoch; the best-validation epoch is then chosen among the epochs of the final stage,
+        so the result is the network the method delivers, not an earlier stage's."""
         out: dict[str, Any] = {"epochs_done": len(self.rows), "train_time_s": sum(r["time_s"] for r in self.rows)}
         if not self.rows:
             return out
         last = self.rows[-1]
         out["test_acc_last"] = last.get("test/acc")
-        with_val = [r for r in self.rows if r.get("val/acc") is not None]
+        stages = [k for k in last if k.endswith("/stage")]
+        final = [r for r in self.rows if all(r.get(k) == last[k] for k in stages)]
+        with_val = [r for r in final if r.get("val/acc") is not None]
         if with_val:
             best = max(with_val, key=lambda r: r["val/acc"])  # first epoch wins a tie
             out.update(val_acc_best=best["val/acc"], best_epoch=best["epoch"],
