@@ -28,7 +28,7 @@ import torch
 
 from robustlearn.composition import run_check_config
 from robustlearn.epoch_means import log_step_mean
-from robustlearn.errors import ConfigError
+from robustlearn.errors import ConfigError, RunFailed
 from robustlearn.schema import StrategyCfg, entry_params
 
 
@@ -53,6 +53,7 @@ class Strategy(pl.Callback):
     # its network (and every OwnedNetwork) with K + the sum over the run's strategies; metrics read the first K.
     extra_logits: ClassVar[int] = 0
     # Attributes saved in the checkpoint: objects with state_dict() through it, tensors and plain values as they are.
+    # On resume, tensors the strategy already holds are restored in place (see load_state_dict).
     state_attrs: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "strategy"
 
@@ -157,11 +158,109 @@ class Strategy(pl.Callback):
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the attributes of `state_attrs` from a checkpoint's `state_dict`.
+
+        - An attribute whose value has `load_state_dict` (a `PerSampleBuffer`, an `OwnedNetwork`, a module, an
+          optimiser) loads through it.
+        - An attribute that holds tensors now (a tensor or `nn.Parameter`, or a dict, list or tuple with tensors in
+          it) is restored **in place**: the checkpoint's values are copied into the existing tensors (on their
+          device), so that every other reference to them (an optimiser's param groups, a buffer registered
+          elsewhere) sees the restored values. The saved value must have the same structure and each tensor the same
+          shape and dtype; otherwise this raises `RunFailed` naming the attribute, rather than rebinding the
+          attribute to new tensors that nothing else refers to (the resumed run would then silently differ from an
+          uninterrupted one). A None inside the structure takes the saved value.
+        - Any other attribute (None or absent: state not built yet; ints, floats, strings, lists of numbers) is
+          assigned the saved value.
+
+        Order: on a resume (`trainer.fit(..., ckpt_path=...)`) Lightning calls the callbacks' `setup` first and
+        restores their state after it (pytorch_lightning 2.6, `Trainer._run`: `call._call_setup_hook(self)`, then
+        `_checkpoint_connector._restore_modules_and_callbacks`, whose `restore_callbacks` calls this), so state that
+        `setup` builds is there to be restored in place, and state built later (lazily, in the first step or epoch)
+        is still None here and is assigned.
+        """
         for attr in self.state_attrs:
             if attr not in state_dict:
                 continue
             current = getattr(self, attr, None)
+            saved = state_dict[attr]
             if hasattr(current, "load_state_dict"):
-                current.load_state_dict(state_dict[attr])
+                current.load_state_dict(saved)
+            elif _holds_tensor(current):
+                try:
+                    _restore_in_place(current, saved, attr, write=False)  # all checked before anything is copied
+                    setattr(self, attr, _restore_in_place(current, saved, attr))
+                except _Mismatch as err:
+                    raise RunFailed(
+                        f"strategies[{self.position}] {self.name}: cannot resume `{attr}` from the checkpoint: "
+                        f"`{err.where}` is {err.saved} in the checkpoint but {err.current} in this run. The "
+                        "strategy built this state before the checkpoint was loaded, and other objects (an "
+                        "optimiser, a registered buffer) may hold its tensors, so it is restored in place and must "
+                        "match in structure, shape and dtype. The checkpoint was most likely written with a "
+                        "different config or data (training split size, number of classes, strategy parameters): "
+                        "resume with the config it was written with, or start a new run. A strategy whose state may "
+                        "change shape should leave the attribute None until its first step, or give it a "
+                        "load_state_dict."
+                    ) from None
             else:
-                setattr(self, attr, state_dict[attr])
+                setattr(self, attr, saved)
+
+
+class _Mismatch(Exception):
+    """Where a checkpoint's value and the strategy's current one differ (`where`), and what each one is."""
+
+    def __init__(self, where: str, saved: Any, current: Any):
+        super().__init__(where)
+        self.where, self.saved, self.current = where, _describe(saved), _describe(current)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v) for v in value)
+    return False
+
+
+def _restore_in_place(current: Any, saved: Any, where: str, write: bool = True) -> Any:
+    """`saved` copied into the tensors of `current`; returns what the attribute holds afterwards: `current` itself for
+    a tensor, dict or list (their identity is kept), a new tuple of the same tensors for a tuple, the saved value for a
+    None or a plain value. Raises `_Mismatch` where structure, shape or dtype differ; `write=False` only checks."""
+    if current is None:
+        return saved
+    if isinstance(current, torch.Tensor):
+        if not isinstance(saved, torch.Tensor) or saved.shape != current.shape or saved.dtype != current.dtype:
+            raise _Mismatch(where, saved, current)
+        if write:
+            with torch.no_grad():
+                current.copy_(saved.to(current.device))
+        return current
+    if isinstance(current, dict):
+        if not isinstance(saved, dict) or set(saved) != set(current):
+            raise _Mismatch(where, saved, current)
+        for key in current:
+            value = _restore_in_place(current[key], saved[key], f"{where}[{key!r}]", write)
+            if write:
+                current[key] = value
+        return current
+    if isinstance(current, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(current):
+            raise _Mismatch(where, saved, current)
+        items = [_restore_in_place(c, s, f"{where}[{i}]", write) for i, (c, s) in enumerate(zip(current, saved))]
+        if isinstance(current, list):
+            if write:
+                current[:] = items
+            return current
+        return type(current)(*items) if hasattr(current, "_fields") else type(current)(items)
+    return saved
