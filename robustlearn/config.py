@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from robustlearn.errors import ConfigError
 from robustlearn.method_settings import apply_settings
+from robustlearn.plugins import load_plugins
 from robustlearn.schema import BOOKKEEPING
 from robustlearn.validate import validate
 
@@ -163,6 +164,7 @@ def method_label(data: dict) -> None:
 
 def from_dict(data: dict) -> DictConfig:
     """Resolve interpolations, validate and freeze a config given as a plain dict."""
+    load_plugins(data.get("plugins"))  # before validation, which looks the names up
     method_label(data)
     try:
         resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)

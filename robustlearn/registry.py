@@ -73,3 +73,6 @@ def load_builtins() -> None:
     _loaded = True
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    from robustlearn.plugins import load_entry_points
+
+    load_entry_points()  # installed packages' entries (robustlearn/plugins.py)
