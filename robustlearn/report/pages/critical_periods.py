@@ -74,6 +74,11 @@ class Runs:
             w = window_of(run) if run.get("sweep") == SWEEP else None
             if w is not None:
                 self.by.setdefault(w, {})[int(run["seed"])] = run
+        # Only seeds with a run in every window count, so that every comparison rests on the same seeds.
+        seeds = [set(by) for by in self.by.values()]
+        self.seeds = sorted(set.intersection(*seeds)) if seeds else []
+        self.left_out = sum(len(by) for by in self.by.values()) - len(self.seeds) * len(self.by)
+        self.by = {w: {s: r for s, r in by.items() if s in self.seeds} for w, by in self.by.items()}
 
     def final(self, w: Window) -> BySeed:
         return {s: r["test_acc_last"] for s, r in self.by.get(w, {}).items() if r.get("test_acc_last") is not None}
@@ -214,7 +219,7 @@ def context(bundle: Bundle, figures: Path) -> dict:
     text, info = window_table(runs)
     c = claims(runs, steps)
     figure(runs, steps, figures / "critical_periods_cpu.png")
-    seeds = sorted({s for by in runs.by.values() for s in by})
+    seeds = runs.seeds
     controls = {e: t_interval(runs.final(runs.control(e)).values()) for e in (20, 28)}
 
     def claim(key: str, scale: Callable[[float], str] = pts) -> dict:
@@ -228,6 +233,7 @@ def context(bundle: Bundle, figures: Path) -> dict:
     costs = {n: info[w]["delta"] for n, w in early.items() if w in info}
     return {
         "seeds": len(seeds), "seed_list": ", ".join(str(s) for s in seeds), "runs": len(bundle.runs),
+        "left_out": runs.left_out,
         "exported": bundle.manifest.get("exported", ""),
         "table": text, "alpha": ALPHA, "claims_count": len(c), "deficit_rows": deficit_rows(info),
         "early_cost": claim("early_cost"), "early_vs_late": claim("early_vs_late"), "same_end": claim("same_end"),
