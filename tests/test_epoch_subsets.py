@@ -92,6 +92,21 @@ def test_subset_is_checked(tmp_path):
         dm.set_train_batch_size(0)
 
 
+def test_draws_come_from_the_subset_or_from_the_whole_split(tmp_path):
+    from robustlearn.data.datamodule import RobustDataModule
+
+    dm = RobustDataModule(smoke(tmp_path)).load()
+    dm.set_train_subset(torch.tensor([3, 7]))
+    y = dm.train_tensors()["y"]
+    g = torch.Generator().manual_seed(0)
+    sub = dm.draw(400, generator=g)
+    assert set(sub["index"].tolist()) <= {int(dm.train_tensors()["index"][i]) for i in (3, 7)}
+    whole = dm.draw(400, generator=torch.Generator().manual_seed(0), source="split")
+    assert len(set(whole["index"].tolist())) > 300 and whole["y"].shape == (400,) and y.numel() == 1800
+    with pytest.raises(ValueError, match="source"):
+        dm.draw(4, source="all")
+
+
 def test_ddp_ranks_share_the_kept_set_and_the_peer(tmp_path):
     """Two CPU processes: pruning from per-rank losses and a DDP-wrapped peer network."""
     dump = fit_on_two_cpu_ranks("ddp_protocol_fit.py", tmp_path, "trainer.epochs=3",

@@ -87,15 +87,20 @@ class StrategyDataAPI:
             return x
         return random_crop_flip(x, self.crop_padding, self.hflip, generator)
 
-    def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """`n` training samples drawn uniformly with replacement from the current subset, augmented, on the training
-        device, as a batch dict.
+    def draw(self, n: int, generator: torch.Generator | None = None, source: str = "subset") -> dict[str, torch.Tensor]:
+        """`n` training samples drawn uniformly with replacement, augmented, on the training device, as a batch dict:
+        from the current subset (`source="subset"`, the default: what this epoch trains on, e.g. InfoBatch's pruned
+        set) or from the whole training split (`source="split"`: a method whose draws stand for the data
+        distribution, such as peer loss's independent pairs, must not see a subset another strategy chose).
 
         Without `generator`, draws come from the datamodule's own stream, seeded by (seed, epoch, rank): ranks draw
         independently, and a resumed run draws what an uninterrupted one would."""
+        if source not in ("subset", "split"):
+            raise ValueError(f"draw: source = {source!r} must be 'subset' (the current training subset) or 'split' "
+                             "(the whole training split).")
         device = self._device()
         g = generator if generator is not None else self._draw_generator(device)
-        pool = self._subset
+        pool = self._subset if source == "subset" else None
         m = self.train_size if pool is None else len(pool)
         pos = torch.randint(m, (int(n),), generator=g, device=g.device)
         tensors = self.train_tensors()
