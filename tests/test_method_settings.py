@@ -59,8 +59,11 @@ def test_the_record_stays_out_of_the_hash_and_a_resolved_config_reloads_unchange
     assert config_hash(again) == config_hash(cfg)
 
 
-def test_sweeps_pick_up_the_settings():
-    specs = expand_sweep(load_sweep(CONFIGS / "sweeps" / "fmnist_noisy_losses.yaml"))
+def test_sweeps_pick_up_the_settings(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nbase: {FMNIST}\nmethods: [sce, elr]\ngrid: {{noise.kind: [symmetric, asymmetric]}}\n"
+                     f"seeds: [0]\n")
+    specs = expand_sweep(load_sweep(sweep))
     sce = [s for s in specs if s.method == "sce"]
     elr_asym = [s for s in specs if s.method == "elr" and s.labels["noise.kind"] == "asymmetric"]
     assert sce and all("alpha: 0.01" in s.config_yaml and "- mnist-like" in s.config_yaml for s in sce)

@@ -52,21 +52,11 @@ def sweep_file(tmp_path, extra: str) -> str:
     return str(path)
 
 
-def test_a_plugin_file_named_in_the_config_runs_through_fit_and_a_two_worker_sweep(tmp_path):
+def test_a_plugin_file_and_an_installed_entry_point_run_through_fit_and_a_two_worker_sweep(tmp_path):
+    # One strategy in a .py file named by `plugins:`, one in a package laid out on PYTHONPATH with its dist-info (what
+    # pip installs), composed in every run: `robustlearn fit`, then a sweep whose two workers each load both.
     plugin = tmp_path / "my_half.py"
     plugin.write_text(STRATEGY + '\nSTRATEGIES.register("half_weights")(HalfWeights)\n')
-    over = [f"plugins=[{plugin}]", "strategies=[{name: half_weights, factor: 0.25}]"]
-    fit = run(["fit", str(SMOKE), *over, "trainer.epochs=1", f"output.root={tmp_path / 'fit'}", "--quiet"], tmp_path)
-    assert fit.returncode == 0, fit.stderr[-2000:]
-    out = run(["sweep", sweep_file(tmp_path, f"'plugins=[{plugin}]', 'strategies=[{{name: half_weights}}]'"),
-               "--workers", "2", "--quiet"], tmp_path)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    rows = ResultsStore(tmp_path / "runs" / "results.sqlite").rows()
-    assert sorted((r["method"], r["status"], r["seed"]) for r in rows) == [
-        ("half_weights", "completed", 0), ("half_weights", "completed", 1)]
-
-
-def test_an_installed_packages_entry_point_runs_without_naming_it(tmp_path):
     site = tmp_path / "site"
     (site / "halfpkg").mkdir(parents=True)
     (site / "halfpkg" / "__init__.py").write_text(STRATEGY)
@@ -75,13 +65,16 @@ def test_an_installed_packages_entry_point_runs_without_naming_it(tmp_path):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: halfpkg\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[robustlearn.strategies]\nhalf_ep = halfpkg:HalfWeights\n")
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    methods = run(["methods"], tmp_path, env)
-    assert methods.returncode == 0 and "half_ep" in methods.stdout
-    out = run(["sweep", sweep_file(tmp_path, "'strategies=[{name: half_ep}]'"), "--workers", "2", "--quiet"],
+    both = "strategies=[{name: half_weights, factor: 0.25}, {name: half_ep}]"
+    fit = run(["fit", str(SMOKE), f"plugins=[{plugin}]", both, "trainer.epochs=1", f"output.root={tmp_path / 'fit'}",
+               "--quiet"], tmp_path, env)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    out = run(["sweep", sweep_file(tmp_path, f"'plugins=[{plugin}]', '{both}'"), "--workers", "2", "--quiet"],
               tmp_path, env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     rows = ResultsStore(tmp_path / "runs" / "results.sqlite").rows()
-    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert sorted((r["method"], r["status"], r["seed"]) for r in rows) == [
+        ("half_weights+half_ep", "completed", 0), ("half_weights+half_ep", "completed", 1)]
 
 
 @pytest.mark.parametrize("item, words", [("no_such_module_xyz", "failed to import"), ("missing.py", "does not exist")])
