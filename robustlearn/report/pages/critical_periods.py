@@ -208,7 +208,7 @@ def figure(runs: Runs, steps: dict[int, list[dict]], path: Path) -> None:
         right.plot([r["step"] for r in rows], [r["total"] for r in rows], lw=0.8, label=f"seed {seed}")
     right.set_xlabel("optimiser step")
     right.set_ylabel("Fisher trace")
-    right.set_title("no deficit: the trace every 4 steps, one line per seed")
+    right.set_title("no deficit: the trace every 8 steps, one line per seed")
     right.legend(fontsize=7)
     path.write_bytes(figure_png(fig))
 
