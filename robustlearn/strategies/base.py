@@ -89,7 +89,9 @@ class Strategy(pl.Callback):
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
         return batch
 
-    def loss(self, logits: torch.Tensor, batch: dict, module: pl.LightningModule) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch: dict, module: pl.LightningModule, net=None) -> torch.Tensor:
+        """Per-sample training loss of `logits`. `net` (optional in an override's signature: declare it to receive
+        it) is the network that produced `logits`, the module's or a peer's: call it for another forward."""
         raise NotImplementedError(f"{self.name} sets provides_loss but has no loss()")
 
     def weights(

@@ -15,7 +15,9 @@ on.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 import pytorch_lightning as pl
@@ -62,6 +64,28 @@ def as_batch(batch: Any) -> dict:
                     f"got {type(batch).__name__}")
 
 
+@cache
+def _takes_net(cls: type) -> bool:
+    return "net" in inspect.signature(cls.loss).parameters
+
+
+def run_loss(module: pl.LightningModule, logits: torch.Tensor, batch: dict,
+             net: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             provider: Strategy | None = None) -> torch.Tensor:
+    """The run's per-sample training loss of `logits`: the loss provider's (GCE, SCE, ...) where one runs, else
+    cross-entropy; one definition for the module's step and for every peer or scoring network.
+
+    `net` is the network (a callable on inputs) that produced `logits`: the module's for the step, the peer's in
+    Co-teaching. A provider whose `loss` takes a `net` argument gets it, so a loss that needs another forward (a second
+    augmented view, as GJS) runs the network whose loss it is, never the module's for a peer's logits."""
+    provider = provider if provider is not None else StepPlan.of(module).provider
+    if provider is None:
+        return F.cross_entropy(logits.float(), batch["y"], reduction="none")
+    if net is not None and _takes_net(type(provider)):
+        return provider.loss(logits, batch, module, net=net)
+    return provider.loss(logits, batch, module)
+
+
 def strategy_step(
     module: pl.LightningModule,
     batch: Any,
@@ -76,11 +100,9 @@ def strategy_step(
     batch = as_batch(batch)
     for s in plan.on_batch:
         batch = s.on_batch(batch, module)
-    logits = (forward or module)(batch["x"])
-    if plan.provider is not None:
-        per_sample = plan.provider.loss(logits, batch, module)
-    else:
-        per_sample = F.cross_entropy(logits.float(), batch["y"], reduction="none")
+    net = forward or module
+    logits = net(batch["x"])
+    per_sample = run_loss(module, logits, batch, net, plan.provider)
     n = per_sample.numel()
     weights = batch.get("weight")
     weights = torch.ones_like(per_sample) if weights is None else weights.to(per_sample.dtype)

@@ -38,22 +38,12 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.noisy.selection import check_selection_params, small_loss_mask
 from robustlearn.strategies.noisy.small_loss import SmallLoss
 from robustlearn.strategies.owned import OwnedNetwork
-from robustlearn.strategies.step import StepPlan
-
-
-def per_sample_loss(logits: torch.Tensor, batch: dict, module: pl.LightningModule) -> torch.Tensor:
-    """The run's per-sample training loss of `logits` (a peer's): the loss strategy's where the run has one, else
-    cross-entropy, as `strategy_step` computes it for the module's network."""
-    provider = StepPlan.of(module).provider
-    if provider is not None:
-        return provider.loss(logits, batch, module)
-    return F.cross_entropy(logits.float(), batch["y"], reduction="none")
+from robustlearn.strategies.step import run_loss
 
 
 @STRATEGIES.register("coteaching")
@@ -85,7 +75,7 @@ class CoTeaching(SmallLoss):
         return for_main, for_peer, k
 
     def weights(self, per_sample, logits, batch, weights, module):
-        peer_loss = per_sample_loss(self.peer(batch["x"]), batch, module)
+        peer_loss = run_loss(module, self.peer(batch["x"]), batch, net=self.peer)
         for_main, for_peer, k = self.exchange(per_sample, peer_loss, weights, module)
         peer_mean = (weights * for_peer * peer_loss).sum() / k
         self.peer.step(peer_mean)

@@ -61,9 +61,10 @@ import torch
 
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
-from robustlearn.strategies.noisy.coteaching import CoTeaching, per_sample_loss
+from robustlearn.strategies.noisy.coteaching import CoTeaching
 from robustlearn.strategies.noisy.selection import check_selection_params
 from robustlearn.strategies.params import is_whole
+from robustlearn.strategies.step import run_loss
 
 
 def small_loss_mask_within(losses: torch.Tensor, pool: torch.Tensor, remember: float) -> tuple[torch.Tensor,
@@ -116,7 +117,7 @@ class CoTeachingPlus(CoTeaching):
             return super().weights(per_sample, logits, batch, weights, module)
         b = per_sample.numel()
         peer_logits = self.peer(batch["x"])
-        peer_loss = per_sample_loss(peer_logits, batch, module)
+        peer_loss = run_loss(module, peer_logits, batch, net=self.peer)
         classes = getattr(module, "num_classes", logits.shape[1])  # extra logits past the K classes do not vote
         disagree = logits[:, :classes].detach().argmax(1) != peer_logits[:, :classes].detach().argmax(1)
         none = ~disagree.any()

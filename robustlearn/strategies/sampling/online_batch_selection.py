@@ -44,7 +44,6 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from robustlearn.data.gpu_loader import epoch_seed
 from robustlearn.errors import ConfigError
@@ -53,18 +52,9 @@ from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.full_pass import full_pass
 from robustlearn.strategies.params import is_number, is_whole
-from robustlearn.strategies.step import StepPlan
+from robustlearn.strategies.step import run_loss
 
 _SALT = 7303
-
-
-def training_loss(module: pl.LightningModule, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    """The run's per-sample training loss of `logits`: the loss provider's (GCE, SCE, ...) where one runs, else
-    cross-entropy. `batch` needs `y` and `index`."""
-    provider = StepPlan.of(module).provider
-    if provider is not None:
-        return provider.loss(logits, batch, module).float()
-    return F.cross_entropy(logits.float(), batch["y"], reduction="none")
 
 
 def gather(dm, positions: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -135,7 +125,7 @@ class OnlineBatchSelection(Strategy):
             tensors = self.dm.train_tensors()
             batch = {"y": tensors["y"].to(device), "index": tensors["index"].to(device)}
             with torch.no_grad():
-                self.latest.values = training_loss(pl_module, logits, batch).to(self.latest.dtype)
+                self.latest.values = run_loss(pl_module, logits, batch).float().to(self.latest.dtype)
         s = pressure_at(epoch, trainer.max_epochs, self.params.s_start, self.params.s_end)
         self.probabilities = rank_probabilities(len(self.latest), s, torch.float32).to(device)
         seed = epoch_seed(self.dm.cfg.seed, epoch, salt=_SALT + 1000 * trainer.global_rank)

@@ -67,8 +67,8 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_number, is_whole
-from robustlearn.strategies.sampling.online_batch_selection import training_loss
 from robustlearn.strategies.scoring import scoring
+from robustlearn.strategies.step import run_loss
 
 _SALT = 7404
 _KEYS = ("x", "y", "y_clean", "index")
@@ -187,7 +187,7 @@ class SelectiveBackprop(Strategy):
             return batch
         self._ensure_pool(batch)
         with scoring(module):
-            losses = training_loss(module, module(batch["x"]), batch)
+            losses = run_loss(module, module(batch["x"]), batch, net=module).float()
         p = self.keep_probabilities(losses)
         kept = torch.rand(p.shape, generator=self.generator, device=p.device) < p
         # Append the kept candidates after the pool's valid rows; rows past its capacity go to the sink row.
