@@ -107,6 +107,24 @@ def test_draws_come_from_the_subset_or_from_the_whole_split(tmp_path):
         dm.draw(4, source="all")
 
 
+def test_views_are_independent_augmentations_drawn_again_for_the_same_step(tmp_path):
+    from robustlearn.data.datamodule import RobustDataModule
+
+    dm = RobustDataModule(smoke(tmp_path)).load()  # synthetic vectors: no augmentation, the views are the images
+    index = torch.tensor([5, 0, 9])
+    v = dm.views(index, 2, step=3)
+    assert v.shape == (2, 3, *dm.train_tensors()["x"].shape[1:])
+    assert torch.equal(v[0], dm.train_tensors()["x"][index]) and torch.equal(v[1], v[0])
+    dm.crop_padding, dm.hflip = 2, True  # as an image dataset's default augmentation
+    dm.train_tensors()["x"] = torch.randn(1800, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    a, b = dm.views(index, 3, step=3), dm.views(index, 3, step=3)
+    assert a.shape == (3, 3, 1, 8, 8) and torch.equal(a, b)  # deterministic in the step: resume draws them again
+    assert not torch.equal(a[0], a[1]) and not torch.equal(a[1], a[2])  # independent views
+    assert not torch.equal(dm.views(index, 1, step=4)[0], a[0])  # a new step, new views
+    with pytest.raises(ValueError, match="views"):
+        dm.views(index, 0)
+
+
 def test_ddp_ranks_share_the_kept_set_and_the_peer(tmp_path):
     """Two CPU processes: pruning from per-rank losses and a DDP-wrapped peer network."""
     dump = fit_on_two_cpu_ranks("ddp_protocol_fit.py", tmp_path, "trainer.epochs=3",

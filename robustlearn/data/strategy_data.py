@@ -16,6 +16,7 @@ from robustlearn.data.augment import random_crop_flip
 from robustlearn.data.gpu_loader import epoch_seed
 
 _DRAW_SALT = 3
+_VIEW_SALT = 11
 
 
 class StrategyDataAPI:
@@ -111,6 +112,28 @@ class StrategyDataAPI:
         batch = {k: v[pos].to(device, non_blocking=True) for k, v in tensors.items()}
         batch["x"] = self.augment(batch["x"], g if g.device == device else self._draw_generator(device))
         return batch
+
+    def views(self, index: torch.Tensor, m: int, step: int | None = None) -> torch.Tensor:
+        """`m` independently augmented views of the raw training images at positions `index` (a batch's `index`),
+        shape (m, B, ...), on the training device: what consistency losses (GJS, DivideMix's, ProMix's) need.
+
+        View v of a step comes from a generator seeded by (run seed, epoch, step, v, rank), `step` the trainer's
+        global step by default: the same step's views are drawn again after a resume, and the views are independent
+        of the loader's own augmentation stream and of `draw`. Without augmentation the views are the raw images."""
+        if not (isinstance(m, int) and m >= 1):
+            raise ValueError(f"views: m = {m!r} must be an integer >= 1.")
+        device = self._device()
+        tensors = self.train_tensors()
+        x = tensors["x"][index.to(tensors["x"].device)].to(device, non_blocking=True)
+        if step is None:
+            step = int(self.trainer.global_step) if self.trainer is not None else 0
+        epoch, rank = self._epoch(), self._rank_and_world(train=True)[0]
+        out = []
+        for v in range(m):
+            salt = _VIEW_SALT + 1000 * rank + 100_000 * v
+            g = torch.Generator(device=device).manual_seed(epoch_seed(self.cfg.seed * 1_000_003 + step, epoch, salt))
+            out.append(self.augment(x, g))
+        return torch.stack(out)
 
     def _draw_generator(self, device: torch.device) -> torch.Generator:
         key = (self._epoch(), self._rank_and_world(train=True)[0], str(device))
