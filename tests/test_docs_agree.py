@@ -81,3 +81,11 @@ def test_relative_links_in_the_docs_resolve():
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, broken
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_strategy_class_is_importable_from_the_package(name):
+    import robustlearn.strategies as package
+
+    cls = STRATEGIES.get(name)
+    assert getattr(package, cls.__name__) is cls and cls.__name__ in dir(package)
