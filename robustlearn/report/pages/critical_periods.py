@@ -166,7 +166,7 @@ def deficit_rows(info: dict[Window, dict]) -> int:
 
 
 def figure(runs: Runs, steps: dict[int, list[dict]], path: Path) -> None:
-    fig = Figure(figsize=(15, 4.4))
+    fig = Figure(figsize=(16, 4.8), layout="constrained")
     left, middle, right = fig.subplots(1, 3)
 
     def band(ax, xs, ws, style, name):
@@ -189,7 +189,7 @@ def figure(runs: Runs, steps: dict[int, list[dict]], path: Path) -> None:
                           fmt=marker, capsize=3, label=name)
     left.set_xlabel("end of the deficit window N (epoch)")
     left.set_ylabel("final test accuracy (%)")
-    left.set_title("final accuracy, mean and 95 % t interval over seeds")
+    left.set_title("final accuracy (mean, 95 % t interval over seeds)", fontsize=10)
     left.legend(fontsize=7)
 
     for w, style in ((runs.control(44), "-"), (("blur", 0, 24, 44), "--"), (("blur", 16, 24, 44), ":"),
@@ -200,15 +200,15 @@ def figure(runs: Runs, steps: dict[int, list[dict]], path: Path) -> None:
     middle.axvspan(0, 24, color="0.9", zorder=0)
     middle.set_yscale("log")
     middle.set_xlabel("epoch")
-    middle.set_ylabel("Fisher trace (sum over weights, log scale)")
-    middle.set_title("Fisher trace after each epoch, mean over seeds\n(BatchNorm statistics re-estimated on the probe)")
+    middle.set_ylabel("Fisher trace (log scale)")
+    middle.set_title("Fisher trace after each epoch, mean over seeds;\nblur window [0, 24) shaded", fontsize=10)
     middle.legend(fontsize=7)
 
     for seed, rows in sorted(steps.items()):
         right.plot([r["step"] for r in rows], [r["total"] for r in rows], lw=0.8, label=f"seed {seed}")
     right.set_xlabel("optimiser step")
     right.set_ylabel("Fisher trace")
-    right.set_title("no deficit: the trace every 8 steps, one line per seed")
+    right.set_title("no deficit: the trace every 8 steps", fontsize=10)
     right.legend(fontsize=7)
     path.write_bytes(figure_png(fig))
 
