@@ -196,3 +196,10 @@ def test_the_wallclock_page_pairs_each_method_with_uniform_on_its_seed(tmp_path)
     assert slow["delta"] == "+0.00 [+0.00, +0.00]"
     assert "| slow | 3 | 80.0 | 8 | – | 50 % | 0 | 8.50 |" in values["switch"]
     assert (tmp_path / "fig" / "time.png").stat().st_size > 0
+
+
+def test_the_report_command_needs_a_page_and_refuses_an_unknown_one(capsys):
+    assert main(["report"]) == 2
+    assert "name the pages" in capsys.readouterr().err
+    assert main(["report", "docs/nothing.md"]) == 2
+    assert "not a generated page" in capsys.readouterr().err
