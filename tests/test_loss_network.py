@@ -79,3 +79,31 @@ def test_a_loss_without_a_net_argument_still_works():
     batch = {"y": torch.tensor([0, 1, 2, 0])}
     out = run_loss(None, logits, batch, net=lambda x: x, provider=Plain())
     torch.testing.assert_close(out, F.cross_entropy(logits, batch["y"], reduction="none"))
+
+
+def test_a_mixed_batch_gets_the_mixed_loss_of_any_provider():
+    # mixup's contract: x = lam x_a + (1 - lam) x_b with targets y (of a) and y_b (of b); the loss is
+    # lam l(z, y) + (1 - lam) l(z, y_b) for whichever loss the run uses, hand-computed here for CE and GCE.
+    from robustlearn.strategies.noisy.gce import GCE
+    from robustlearn.strategies.step import run_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]], dtype=torch.float64)
+    p = torch.softmax(logits, 1)
+    batch = {"y": torch.tensor([0, 2]), "y_b": torch.tensor([1, 0]), "lam": torch.tensor([0.7, 0.25],
+             dtype=torch.float64), "index": torch.tensor([3, 4])}
+    lam = batch["lam"]
+    ce = -(lam * p[[0, 1], [0, 2]].log() + (1 - lam) * p[[0, 1], [1, 0]].log())
+    torch.testing.assert_close(run_loss(None, logits, batch, provider=_CE()).double(), ce)
+    gce = GCE(GCE.Params(q=0.7))
+    q = 0.7
+    expected = lam * (1 - p[[0, 1], [0, 2]] ** q) / q + (1 - lam) * (1 - p[[0, 1], [1, 0]] ** q) / q
+    torch.testing.assert_close(run_loss(None, logits, batch, provider=gce).double(), expected, rtol=1e-5, atol=1e-6)
+    plain = {"y": batch["y"], "index": batch["index"]}  # no mixing: the provider's loss as it is
+    torch.testing.assert_close(run_loss(None, logits, plain, provider=gce), gce.loss(logits, plain, None))
+
+
+class _CE(Strategy):
+    provides_loss = True
+
+    def loss(self, logits, batch, module):
+        return F.cross_entropy(logits, batch["y"], reduction="none")

@@ -77,8 +77,19 @@ def run_loss(module: pl.LightningModule, logits: torch.Tensor, batch: dict,
 
     `net` is the network (a callable on inputs) that produced `logits`: the module's for the step, the peer's in
     Co-teaching. A provider whose `loss` takes a `net` argument gets it, so a loss that needs another forward (a second
-    augmented view, as GJS) runs the network whose loss it is, never the module's for a peer's logits."""
+    augmented view, as GJS) runs the network whose loss it is, never the module's for a peer's logits.
+
+    Mixed targets: a batch with `y_b` and `lam` (mixup's x = λ x_a + (1 − λ) x_b, λ a scalar or one per sample) has the
+    loss λ ℓ(z, y) + (1 − λ) ℓ(z, y_b), every provider's ℓ (per-sample state read at `index` for y and at `index_b`,
+    where the batch has it, for y_b), so a mixing strategy composes with any loss."""
     provider = provider if provider is not None else StepPlan.of(module).provider
+    if "y_b" in batch and "lam" in batch:
+        lam = batch["lam"]
+        mixing = ("y_b", "lam", "index_b")
+        own = {k: v for k, v in batch.items() if k not in mixing}
+        partner = {**own, "y": batch["y_b"], "index": batch.get("index_b", batch.get("index"))}
+        first = run_loss(module, logits, own, net, provider)
+        return lam * first + (1.0 - lam) * run_loss(module, logits, partner, net, provider)
     if provider is None:
         return F.cross_entropy(logits.float(), batch["y"], reduction="none")
     if net is not None and _takes_net(type(provider)):
