@@ -69,9 +69,12 @@ def _takes_net(cls: type) -> bool:
     return "net" in inspect.signature(cls.loss).parameters
 
 
+_FROM_MODULE = object()  # run_loss's default: the provider of the module's trainer
+
+
 def run_loss(module: pl.LightningModule, logits: torch.Tensor, batch: dict,
              net: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             provider: Strategy | None = None) -> torch.Tensor:
+             provider: Any = _FROM_MODULE) -> torch.Tensor:
     """The run's per-sample training loss of `logits`: the loss provider's (GCE, SCE, ...) where one runs, else
     cross-entropy; one definition for the module's step and for every peer or scoring network.
 
@@ -82,7 +85,7 @@ def run_loss(module: pl.LightningModule, logits: torch.Tensor, batch: dict,
     Mixed targets: a batch with `y_b` and `lam` (mixup's x = λ x_a + (1 − λ) x_b, λ a scalar or one per sample) has the
     loss λ ℓ(z, y) + (1 − λ) ℓ(z, y_b), every provider's ℓ (per-sample state read at `index` for y and at `index_b`,
     where the batch has it, for y_b), so a mixing strategy composes with any loss."""
-    provider = provider if provider is not None else StepPlan.of(module).provider
+    provider = StepPlan.of(module).provider if provider is _FROM_MODULE else provider
     if "y_b" in batch and "lam" in batch:
         lam = batch["lam"]
         mixing = ("y_b", "lam", "index_b")
