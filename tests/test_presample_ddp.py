@@ -3,6 +3,7 @@ gathered scores on every rank, and every rank training on its own part of one co
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.protocol_helpers import fit_on_two_cpu_ranks
@@ -33,6 +34,7 @@ def test_ranks_share_one_candidate_stream_and_its_scores(tmp_path):
     assert any(not torch.equal(a["pick"], c["pick"]) for a, c in zip(rank0, rank1))  # different parts of the draw
 
 
+@pytest.mark.slow  # two processes for ~20 s; the candidate-stream test above covers the DDP path in the default tier
 def test_the_epoch_switch_takes_the_same_decision_on_every_rank(tmp_path):
     dump = fit_on_two_cpu_ranks("ddp_presample_fit.py", tmp_path, "trainer.epochs=2",
                                 "strategies=[{name: presample, tau_th: 0, score: upper_bound}]")
