@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from robustlearn.errors import ConfigError
-from robustlearn.method_settings import apply_settings
+from robustlearn.method_settings import BadPath, apply_settings, set_dotted
 from robustlearn.plugins import load_plugins
 from robustlearn.schema import BOOKKEEPING
 from robustlearn.validate import validate
@@ -117,23 +117,14 @@ def _apply_override(data: dict, item: str) -> None:
         value = _yaml(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{item}': the value is not valid YAML.", key) from exc
-    node: Any = data
     parts = key.split(".")
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override '{item}': {where} is not an index of a list of {len(node)}.", key)
-            part = int(part)
-        elif not isinstance(node, dict):
-            raise ConfigError(f"override '{item}': {'.'.join(parts[:depth])} is not a mapping.", key)
-        if last:
-            node[part] = value
-        else:
-            if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
-                node[part] = {}
-            node = node[part]
+    try:
+        set_dotted(data, parts, value)
+    except BadPath as bad:
+        if bad.length is not None:
+            where = ".".join(parts[: bad.depth + 1])
+            raise ConfigError(f"override '{item}': {where} is not an index of a list of {bad.length}.", key) from None
+        raise ConfigError(f"override '{item}': {'.'.join(parts[: bad.depth])} is not a mapping.", key) from None
 
 
 def load_config(

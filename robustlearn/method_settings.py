@@ -46,24 +46,44 @@ def lookup(data: Any, key: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _assign(data: dict, key: str, value: Any, where: str) -> None:
-    parts = dotted(key).split(".")
+class BadPath(Exception):
+    """A dotted path that does not fit the config: at `depth`, a list of `length` items (an index out of range or
+    not a number), or (length None) a value that is not a mapping."""
+
+    def __init__(self, depth: int, length: int | None = None):
+        super().__init__(depth, length)
+        self.depth, self.length = depth, length
+
+
+def set_dotted(data: dict, parts: list[str], value: Any) -> None:
+    """Set `value` at the path `parts` (mapping keys and list indices), creating mappings on the way; the one walk
+    behind command-line overrides and per-dataset settings. Raises BadPath where the path does not fit."""
     node: Any = data
     for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{where}: '{key}' names no entry of the config (a list of {len(node)} at "
-                                  f"{'.'.join(parts[:depth]) or 'the top'}).", where)
+                raise BadPath(depth, len(node))
             part = int(part)
         elif not isinstance(node, dict):
-            raise ConfigError(f"{where}: '{key}': {'.'.join(parts[:depth])} is not a mapping.", where)
-        if last:
+            raise BadPath(depth)
+        if depth == len(parts) - 1:
             node[part] = value
         else:
             if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
                 node[part] = {}
             node = node[part]
+
+
+def _assign(data: dict, key: str, value: Any, where: str) -> None:
+    parts = dotted(key).split(".")
+    try:
+        set_dotted(data, parts, value)
+    except BadPath as bad:
+        at = ".".join(parts[: bad.depth])
+        if bad.length is not None:
+            raise ConfigError(f"{where}: '{key}' names no entry of the config (a list of {bad.length} at "
+                              f"{at or 'the top'}).", where) from None
+        raise ConfigError(f"{where}: '{key}': {at} is not a mapping.", where) from None
 
 
 def _check_entry(entry: Any, i: int) -> dict:
