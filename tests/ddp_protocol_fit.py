@@ -1,5 +1,6 @@
 """`python tests/ddp_protocol_fit.py DUMP_DIR CONFIG [key=value ...]`: one run with the example strategies; every
-rank saves, per epoch, the training subset and steps it used, and at the end its peer and main network weights."""
+rank saves, per epoch, the training subset and steps it used, and at the end its peer and main network weights and,
+where SOP runs, its per-sample parameters u and v."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tests.strategy_examples  # noqa: E402,F401  (registers the examples)
 from robustlearn.config import load_config  # noqa: E402
 from robustlearn.runner import fit  # noqa: E402
+from robustlearn.strategies.noisy.sop import SOP  # noqa: E402
 
 
 class Dump(pl.Callback):
@@ -31,8 +33,11 @@ class Dump(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         peer = next(cb for cb in trainer.callbacks if hasattr(cb, "peer")).peer
+        sop = next((cb for cb in trainer.callbacks if isinstance(cb, SOP)), None)
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save({"subsets": self.subsets, "steps": self.steps,
+                    "u": None if sop is None else sop.u.values.clone(),
+                    "v": None if sop is None else sop.v.values.clone(),
                     "peer": [p.detach().clone() for p in peer.parameters()],
                     "main": [p.detach().clone() for p in pl_module.net.parameters()]},
                    self.folder / f"rank{trainer.global_rank}.pt")

@@ -39,17 +39,18 @@ def no_host_sync(where: str = "a training step"):
 
 
 class _WatchStrategies(pl.Callback):
-    """Runs every strategy's on_train_batch_end under no_host_sync."""
+    """Runs every strategy's per-step hooks (on_train_batch_end, on_before_optimizer_step) under no_host_sync."""
 
     def on_train_start(self, trainer, pl_module):
         for s in (cb for cb in trainer.callbacks if isinstance(cb, Strategy)):
-            hook = s.on_train_batch_end
+            for name in ("on_train_batch_end", "on_before_optimizer_step"):
+                hook = getattr(s, name)
 
-            def guarded(*args, _hook=hook, _name=s.name, **kwargs):
-                with no_host_sync(f"{_name}.on_train_batch_end"):
-                    return _hook(*args, **kwargs)
+                def guarded(*args, _hook=hook, _where=f"{s.name}.{name}", **kwargs):
+                    with no_host_sync(_where):
+                        return _hook(*args, **kwargs)
 
-            s.on_train_batch_end = guarded
+                setattr(s, name, guarded)
 
 
 @pytest.fixture

@@ -125,10 +125,12 @@ def test_views_are_independent_augmentations_drawn_again_for_the_same_step(tmp_p
         dm.views(index, 0)
 
 
-def test_ddp_ranks_share_the_kept_set_and_the_peer(tmp_path):
-    """Two CPU processes: pruning from per-rank losses and a DDP-wrapped peer network."""
+def test_ddp_ranks_share_the_kept_set_the_peer_and_per_sample_parameters(tmp_path):
+    """Two CPU processes: pruning from per-rank losses, a DDP-wrapped peer network, and SOP's per-sample parameters
+    (each rank's rows get gradient from its own shard; both ranks end with the same u and v)."""
     dump = fit_on_two_cpu_ranks("ddp_protocol_fit.py", tmp_path, "trainer.epochs=3",
-                                "strategies=[{name: example_prune, fraction: 0.5}, {name: example_peer}]")
+                                "strategies=[{name: example_prune, fraction: 0.5}, {name: example_peer}, "
+                                "{name: sop, lr_v: 100, init_std: 0.001}]")
     (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")]
     assert result["status"] == "completed" and result["epochs_done"] == 3
     ranks = [torch.load(dump / f"rank{r}.pt") for r in (0, 1)]
@@ -139,3 +141,5 @@ def test_ddp_ranks_share_the_kept_set_and_the_peer(tmp_path):
     for a, b in zip(ranks[0]["peer"], ranks[1]["peer"]):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(ranks[0]["peer"], ranks[0]["main"]))
+    assert torch.equal(ranks[0]["u"], ranks[1]["u"]) and torch.equal(ranks[0]["v"], ranks[1]["v"])
+    assert (ranks[0]["v"].abs() > 0.01).sum() > 20  # rows of both ranks' shards moved, on both copies

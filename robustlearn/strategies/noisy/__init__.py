@@ -22,6 +22,7 @@ from robustlearn.strategies.noisy import (
     proselflc,
     sce,
     small_loss,
+    sop,
     taylor_ce,
     truncated_gce,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "proselflc",
     "sce",
     "small_loss",
+    "sop",
     "taylor_ce",
     "truncated_gce",
 ]
