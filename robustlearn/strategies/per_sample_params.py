@@ -4,9 +4,10 @@ SOP's u and v (Liu et al. 2022), a per-sample slack or label estimate: an `(N, *
 differentiates through `param[index]`, stepped by its own optimiser (SGD by default, with its own learning rate, as
 the official codes do) after the main network's backward. Written once here:
 
-- allocated on the training device by `ensure(trainer)` (in `setup` or `on_train_start`; a checkpoint loaded before
-  the allocation is applied by it, one loaded after is copied in place), with initial values from a generator seeded by the run's seed and `salt`, never the global RNG: every DDP rank starts
-  from the same values;
+- allocated on the training device by `ensure(trainer)` (in `setup`, `on_train_start` or the first step; a
+  checkpoint loaded before the allocation is applied by it, one loaded after is copied in place), with initial
+  values from a generator seeded by the run's seed and `salt`, never the global RNG: every DDP rank starts from the
+  same values;
 - `step(trainer)`, called from the strategy's `on_before_optimizer_step` (once per optimiser step, after every
   micro-batch of gradient accumulation has added its gradient), takes one step of its optimiser and zeroes the
   gradient. Lightning's handling is followed without reading the device: under `16-mixed` the gradient is divided by
