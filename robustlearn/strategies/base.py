@@ -20,6 +20,7 @@ has a worked example of each kind.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from robustlearn.composition import run_check_config
 from robustlearn.epoch_means import log_step_mean
 from robustlearn.errors import ConfigError, RunFailed
 from robustlearn.schema import StrategyCfg, entry_params
+from robustlearn.strategies.needs import check_needs
 
 
 class Strategy(pl.Callback):
@@ -55,7 +57,25 @@ class Strategy(pl.Callback):
     # Attributes saved in the checkpoint: objects with state_dict() through it, tensors and plain values as they are.
     # On resume, tensors the strategy already holds are restored in place (see load_state_dict).
     state_attrs: ClassVar[tuple[str, ...]] = ()
+    # What the strategy needs of the module and the data, keys of `needs.NEEDS` ("datamodule", "build_network",
+    # "num_classes", "noise_rate", "noise_transition", "validation_split"); a property where it depends on the
+    # parameters. Checked at setup, before the strategy's own setup, with one message naming what is missing.
+    needs: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "strategy"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's own setup() runs after the needs check, whether or not it calls super().setup().
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("setup")
+        if own is not None and not getattr(own, "_checks_needs", False):
+            @functools.wraps(own)
+            def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, _own=own) -> None:
+                if stage == "fit":
+                    check_needs(self, trainer, pl_module)
+                return _own(self, trainer, pl_module, stage)
+
+            setup._checks_needs = True
+            cls.setup = setup
 
     def __init__(self, params: Any = None, position: int = 0):
         self.params = params if params is not None else self.Params()
@@ -84,6 +104,10 @@ class Strategy(pl.Callback):
     def state_key(self) -> str:
         # Two strategies of one class may run together; the position keeps their checkpoint state apart.
         return f"{self.name}[{self.position}]"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            check_needs(self, trainer, pl_module)
 
     # ---- the hooks of a training step ------------------------------------------------------------------------
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:

@@ -40,6 +40,8 @@ def precision_recall(kept: torch.Tensor, clean: torch.Tensor) -> tuple[float, fl
 class Diagnostics(Strategy):
     """Per-epoch loss of clean vs flipped samples, and precision/recall of kept sets against the true flip mask."""
 
+    needs = ("datamodule",)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         tensors = self.datamodule(trainer).train_tensors()
         device = pl_module.device

@@ -160,6 +160,8 @@ class ConfidentLearning(Strategy):
     """Confident learning (Northcutt et al. 2021) through cleanlab: k-fold out-of-sample probabilities, label issues
     found by `find_label_issues`, then dropped or relabelled for the whole run."""
 
+    needs = ("datamodule", "num_classes")
+
     sets_subset = True
     state_attrs = ("issues", "labels", "cv_seconds")
 

@@ -52,6 +52,10 @@ class CoTeaching(SmallLoss):
 
     state_attrs = ("peer",)
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("build_network", *super().needs)
+
     @dataclass
     class Params(SmallLoss.Params):
         def __post_init__(self):

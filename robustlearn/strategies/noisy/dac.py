@@ -167,6 +167,8 @@ class DAC(Strategy):
     """Deep abstaining classifier (Thulasidasan et al. 2019): an abstain output and the abstention loss, then a fresh
     network retrained with cross-entropy on the samples not abstained on."""
 
+    needs = ("datamodule",)
+
     provides_loss = True
     sets_subset = True
     extra_logits = 1

@@ -168,6 +168,8 @@ class DivideMix(Strategy):
     """DivideMix (Li et al. 2020): two networks, GMM co-divide into labelled/unlabelled, MixMatch with co-refinement
     and co-guessing; evaluates the mean of both networks."""
 
+    needs = ("datamodule", "build_network", "num_classes")
+
     provides_loss = True
     state_attrs = ("peer", "prob_main", "prob_peer")
 

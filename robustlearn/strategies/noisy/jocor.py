@@ -88,6 +88,10 @@ class JoCoR(Strategy):
     provides_loss = True
     state_attrs = ("peer",)
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("build_network", *(("noise_rate",) if self.params.forget_rate is None else ()))
+
     @dataclass
     class Params:
         co_lambda: float = 0.9  # weight λ of the co-regularisation, 0 <= λ < 1 (official README: 0.5-0.9; 0.9 CIFAR-10)

@@ -116,6 +116,8 @@ def class_balance_penalty(logits: torch.Tensor) -> torch.Tensor:
 class MCorrection(Strategy):
     """M-correction (Arazo et al. 2019): beta mixture on the losses, dynamic bootstrapping, optional mixup."""
 
+    needs = ("datamodule", "num_classes")
+
     provides_loss = True
     state_attrs = ("noisy_prob", "active", "mixture")
 

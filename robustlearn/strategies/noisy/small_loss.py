@@ -53,6 +53,10 @@ from robustlearn.strategies.noisy.selection import (
 class SmallLoss(Strategy):
     """Small-loss selection: each batch trains on its (1 − R(e)) share with the smallest loss, R ramped to τ."""
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("noise_rate",) if self.params.forget_rate is None else ()
+
     @dataclass
     class Params:
         forget_rate: float | None = None  # τ, share of each batch dropped once ramped, 0 <= τ < 1; null: true rate

@@ -75,6 +75,10 @@ class SOP(Strategy):
     provides_loss = True
     state_attrs = ("u", "v")
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("datamodule",) if self.params.ratio_consistency > 0 else ()  # the second view
+
     @dataclass
     class Params:
         lr_u: float = 1.0  # learning rate of u (official CIFAR-100 symmetric: 1; asymmetric 0.1)

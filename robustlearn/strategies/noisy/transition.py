@@ -83,6 +83,10 @@ class TransitionCorrection(Strategy):
     provides_loss = True
     state_attrs: ClassVar[tuple[str, ...]] = ("transition",)
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("datamodule", *(("noise_transition",) if self.params.matrix == "true" else ()))
+
     @dataclass
     class Params:
         matrix: str | bool = "estimated"  # estimated (anchor points after a CE warm-up) | true (the oracle T)

@@ -53,6 +53,8 @@ def _positive_int(value, key: str, name: str) -> None:
 class TruncatedGCE(Strategy):
     """Truncated L_q (Zhang & Sabuncu 2018): w_i (L_q(p_y) - L_q(k)), w_i = [p_y > k] refreshed every few epochs."""
 
+    needs = ("datamodule",)
+
     provides_loss = True
     state_attrs = ("weight",)
 

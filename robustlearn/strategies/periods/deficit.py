@@ -111,6 +111,10 @@ class Deficit(Strategy):
 
     state_attrs = ("permutation",)
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return {"noise": ("datamodule",), "label_permutation": ("num_classes",)}.get(self.params.kind, ())
+
     @dataclass
     class Params:
         kind: str = "blur"  # blur, vflip, noise or label_permutation

@@ -163,6 +163,8 @@ def _synchronize(device: torch.device) -> None:
 class FisherTrace(Strategy):
     """Achille et al. 2019: tr F = E_x E_{ŷ~p_w} ‖∇_w log p_w(ŷ|x)‖² on a fixed probe, per layer, every epoch."""
 
+    needs = ("datamodule",)
+
     state_attrs = ("probe", "history")
 
     @dataclass

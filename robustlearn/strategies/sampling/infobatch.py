@@ -79,6 +79,8 @@ def infobatch_prune(scores: torch.Tensor, ratio: float, generator: torch.Generat
 class InfoBatch(Strategy):
     """Prune a share r of the below-mean-loss samples each epoch, rescale the kept ones by 1 / (1 − r)."""
 
+    needs = ("datamodule",)
+
     sets_subset = True
     state_attrs = ("score", "boost")
 

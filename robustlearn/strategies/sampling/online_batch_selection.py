@@ -86,6 +86,8 @@ def pressure_at(epoch: int, epochs: int, start: float, end: float) -> float:
 class OnlineBatchSelection(Strategy):
     """Batches drawn by loss rank, p_i ∝ s_e^(−i/N), s_e annealed from s_start to s_end (Loshchilov & Hutter)."""
 
+    needs = ("datamodule",)
+
     replaces_batch = True
     state_attrs = ("latest",)
 

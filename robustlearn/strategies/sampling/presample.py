@@ -158,6 +158,8 @@ class Presample(Strategy):
     """Katharopoulos & Fleuret (2018): presample B = presample·b, resample b ∝ score, weights 1/(B p), on while τ̄ >
     τ_th."""
 
+    needs = ("datamodule",)
+
     replaces_batch = True
     state_attrs = ("tau_bar",)
 

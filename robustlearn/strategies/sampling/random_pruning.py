@@ -49,6 +49,8 @@ def random_subset(n: int, ratio: float, seed: int, epoch: int) -> torch.Tensor |
 class RandomPruning(Strategy):
     """Each epoch a fresh random share 1 − ratio of the training split (dynamic random pruning)."""
 
+    needs = ("datamodule",)
+
     sets_subset = True
 
     @dataclass

@@ -109,6 +109,8 @@ def train_irreducible_model(module: pl.LightningModule, dm, x: torch.Tensor, y: 
 class RhoLoss(Strategy):
     """Train on the top b of B = presample · b candidates by training loss − irreducible (holdout-model) loss."""
 
+    needs = ("datamodule", "validation_split")
+
     replaces_batch = True
     state_attrs = ("irreducible",)
 

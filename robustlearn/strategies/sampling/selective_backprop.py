@@ -86,6 +86,8 @@ def keep_probability(losses: torch.Tensor, history: torch.Tensor, beta: float) -
 class SelectiveBackprop(Strategy):
     """Keep a candidate with probability (share of the last R losses below its loss)^β; train full kept batches."""
 
+    needs = ("datamodule",)
+
     replaces_batch = True
     state_attrs = ("history", "filled", "cursor", "pool", "pool_count")
 

@@ -96,6 +96,10 @@ def class_weight_vector(params: Any, num_classes: int, labels: torch.Tensor | No
 class ClassWeights(Strategy):
     """Per-class loss weights v_{y_i} (Byrd & Lipton 2019), multiplied into the incoming weights."""
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("datamodule",) if self.params.normalize else ("num_classes",)
+
     @dataclass
     class Params:
         weights: list[float] | None = None  # one weight per class, each > 0 (or give ratio and label)

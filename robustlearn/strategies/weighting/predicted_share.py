@@ -32,6 +32,8 @@ class PredictedShare(Strategy):
     """How often the model predicts one class: on the test set, on the classes left out by data.classes, and on
     Gaussian-noise images (a measurement for importance-weighting studies; training is unchanged)."""
 
+    needs = ("datamodule",)
+
     @dataclass
     class Params:
         target: int = 0  # the class whose predicted share is measured (after data.classes relabels)

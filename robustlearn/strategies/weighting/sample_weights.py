@@ -105,6 +105,8 @@ def fingerprint(u: torch.Tensor) -> str:
 class SampleWeights(Strategy):
     """Per-sample weights u_{index}: from a file, or w on the samples whose label was flipped (oracle)."""
 
+    needs = ("datamodule",)
+
     state_attrs = ("fingerprint",)
 
     @dataclass
