@@ -89,16 +89,34 @@ class RobustClassifier(pl.LightningModule):
             self.finite.raise_if_seen()
 
     def _log_train(self, logits: torch.Tensor, loss: torch.Tensor, batch: dict) -> None:
+        """Training metrics of the batch trained on. On a mixed batch (mixed targets `y_b`, `lam`) each is the
+        lam-weighted mean of its value against y and against y_b (mixup's official accuracy), and `train/mixed`
+        (the share of samples whose inputs were mixed) says so."""
         pred = logits[:, : self.num_classes].argmax(1)
         n = len(pred)
-        hit = pred == batch["y"]
-        flipped = batch["y"] != batch["y_clean"]
         means = self.epoch_means
         means.add_mean("train/loss", loss, n)
-        means.add_mean("train/acc", hit.float().mean(), n)
-        means.add_mean("train/acc_clean", (pred == batch["y_clean"]).float().mean(), n)
-        # train/memorized = (flipped samples predicted as their noisy label) / (flipped samples)
-        means.add_ratio("train/memorized", (flipped & hit).sum(), flipped.sum())
+        sides = [(1.0, batch["y"], batch["y_clean"])]
+        mixed = "lam" in batch and "y_b" in batch
+        if mixed:
+            lam = batch["lam"]
+            sides = [(lam, batch["y"], batch["y_clean"]), (1.0 - lam, batch["y_b"], batch.get("y_clean_b"))]
+        acc = acc_clean = memorized = flipped_count = 0.0
+        for w, y, y_clean in sides:
+            hit = (pred == y).float()
+            flipped = (y != y_clean).float() if y_clean is not None else torch.zeros_like(hit)
+            acc = acc + w * hit.mean()
+            if y_clean is not None:
+                acc_clean = acc_clean + w * (pred == y_clean).float().mean()
+            # train/memorized = (flipped samples predicted as their noisy label) / (flipped samples)
+            memorized = memorized + w * (flipped * hit).sum()
+            flipped_count = flipped_count + w * flipped.sum()
+        means.add_mean("train/acc", acc, n)
+        means.add_mean("train/acc_clean", acc_clean, n)
+        means.add_ratio("train/memorized", memorized, flipped_count)
+        if mixed or "train/mixed" in means:
+            means.add_mean("train/mixed", torch.ones((), device=pred.device) if mixed else
+                           torch.zeros((), device=pred.device), n)
         if logs_this_step(self._trainer):  # the step loss, to the loggers only, on the steps they write
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
 
