@@ -3,10 +3,10 @@
 Zhang, Cisse, Dauphin & Lopez-Paz, "mixup: Beyond Empirical Risk Minimization", ICLR 2018; official code
 facebookresearch/mixup-cifar10 (`train.py`: `mixup_data`, `mixup_criterion`).
 
-Each training batch is replaced by convex combinations of its own samples and a random permutation of them:
+Each training batch is replaced by the convex combinations of its own samples and a random permutation of them:
 
-    lam ~ Beta(alpha, alpha)  (one per batch; lam = 1 where alpha = 0)      pi a uniform permutation of the batch
-    x_i <- lam x_i + (1 - lam) x_pi(i)                                      loss_i = lam l(z_i, y_i) + (1 - lam) l(z_i, y_pi(i))
+    lam ~ Beta(alpha, alpha)  (one per batch; lam = 1 where alpha = 0),   pi a uniform permutation of the batch
+    x_i <- lam x_i + (1 - lam) x_pi(i),     loss_i = lam l(z_i, y_i) + (1 - lam) l(z_i, y_pi(i))
 
 The batch carries the mixed targets (`y_b` = y[pi], `lam`, `index_b` = index[pi]; see the batch contract in
 docs/design.md), and the run's loss is computed for both targets by whichever loss the run trains with (CE, GCE,
