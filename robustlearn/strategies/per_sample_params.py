@@ -1,26 +1,29 @@
-"""`PerSampleParameter`: a trainable parameter with one row per training sample and its own optimiser.
+"""Trainable tensors a strategy owns beside the network, with their own optimiser: `StrategyParameter` (a fixed shape,
+e.g. VolMinNet's K x K transition logits) and `PerSampleParameter` (one row per training sample, e.g. SOP's u and v).
 
-SOP's u and v (Liu et al. 2022), a per-sample slack or label estimate: an `(N, *shape)` tensor that the step's loss
-differentiates through `param[index]`, stepped by its own optimiser (SGD by default, with its own learning rate, as
-the official codes do) after the main network's backward. Written once here:
+The loss differentiates through the tensor (`param[index]` for per-sample rows); its own optimiser (SGD by default,
+with its own learning rate, as the official codes do) steps after the main network's backward. Written once here:
 
 - allocated on the training device by `ensure(trainer)` (in `setup`, `on_train_start` or the first step; a
   checkpoint loaded before the allocation is applied by it, one loaded after is copied in place), with initial
-  values from a generator seeded by the run's seed and `salt`, never the global RNG: every DDP rank starts from the
-  same values;
+  values N(init_mean, init_std^2) from a generator seeded by the run's seed and `salt`, never the global RNG: every
+  DDP rank starts from the same values;
 - `step(trainer)`, called from the strategy's `on_before_optimizer_step` (once per optimiser step, after every
   micro-batch of gradient accumulation has added its gradient), takes one step of its optimiser and zeroes the
   gradient. Lightning's handling is followed without reading the device: under `16-mixed` the gradient is divided by
   the main GradScaler's scale and a step whose gradient overflowed becomes a zero-gradient step (the main network's
-  step is skipped there), and `trainer.gradient_clip_val` clips the parameter's own gradient norm;
+  step is skipped there), and `trainer.gradient_clip_val` clips the parameter's own gradient norm. With
+  `follow_schedule`, its learning rate is its base rate times the main optimiser's current / initial rate, so it
+  follows the run's schedule (the official VolMinNet decays both with one MultiStepLR);
 - **under DDP every rank holds the whole tensor and the same values**: the gradient is averaged over the ranks (one
-  all-reduce of the N x shape gradient per optimiser step), as DDP averages the network's; each rank's rows get
-  gradient from its own shard of the batch only, so the average is the gradient of the mean loss over the global
-  batch, and every rank takes the same step;
+  all-reduce per optimiser step), as DDP averages the network's; each rank's rows get gradient from its own shard of
+  the batch only, so the average is the gradient of the mean loss over the global batch, and every rank takes the
+  same step;
 - `state_dict()` holds the values and the optimiser state; `load_state_dict` restores both in place. List the
   attribute in `state_attrs` and it is checkpointed with the strategy.
 
-Cost: one N x shape all-reduce per optimiser step under DDP (50 000 x 10 floats = 2 MB for CIFAR-10); none otherwise.
+Cost: one all-reduce of the tensor per optimiser step under DDP (per-sample: 50 000 x 10 floats = 2 MB for
+CIFAR-10); none otherwise.
 """
 
 from __future__ import annotations
@@ -38,17 +41,19 @@ from robustlearn.strategies.buffers import train_size
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-class PerSampleParameter:
-    """An `(N, *shape)` trainable tensor of the training split (N from the trainer), with its own optimiser.
+class StrategyParameter:
+    """A trainable tensor of shape `shape` with its own optimiser.
 
     `init_std` and `init_mean`: initial values N(mean, std^2) (std 0: all `init_mean`). `lr`, `momentum`,
-    `weight_decay`: of its SGD optimiser; or `optimizer`, a factory from parameters to an optimiser."""
+    `weight_decay`: of its SGD optimiser; or `optimizer`, a factory from parameters to an optimiser.
+    `follow_schedule`: scale its learning rate with the main optimiser's."""
 
     def __init__(self, shape: tuple[int, ...] = (), *, lr: float = 1.0, momentum: float = 0.0,
                  weight_decay: float = 0.0, init_mean: float = 0.0, init_std: float = 0.0, salt: int = 0,
-                 optimizer: OptimizerFactory | None = None):
+                 optimizer: OptimizerFactory | None = None, follow_schedule: bool = False):
         self.shape = tuple(shape)
         self.init_mean, self.init_std, self.salt = float(init_mean), float(init_std), int(salt)
+        self.follow_schedule = bool(follow_schedule)
         self.make_optimizer = optimizer or (
             lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
         self.param: torch.nn.Parameter | None = None
@@ -62,11 +67,13 @@ class PerSampleParameter:
         if self.param is None:
             if shape is not None:
                 self.shape = tuple(shape)
-            size = (train_size(trainer), *self.shape)
+            size = self.size(trainer)
             gen = torch.Generator().manual_seed(epoch_seed(torch.initial_seed(), 0, salt=5000 + self.salt))
             values = self.init_mean + self.init_std * torch.randn(size, generator=gen, dtype=torch.float32)
             self.param = torch.nn.Parameter(values.to(device))
             self.optimizer = self.make_optimizer([self.param])
+            for group in self.optimizer.param_groups:
+                group.setdefault("base_lr", group["lr"])
             if self._pending is not None:
                 pending, self._pending = self._pending, None
                 self.load_state_dict(pending)
@@ -74,6 +81,9 @@ class PerSampleParameter:
             raise RuntimeError("PerSampleParameter: the parameter lives on another device than the trainer's; "
                                "allocate it in setup(), where the device is known.")
         return self
+
+    def size(self, trainer: pl.Trainer) -> tuple[int, ...]:
+        return self.shape
 
     def __len__(self) -> int:
         return 0 if self.param is None else len(self.param)
@@ -107,6 +117,11 @@ class PerSampleParameter:
         clip = trainer.gradient_clip_val
         if clip:
             torch.nn.utils.clip_grad_norm_([param], float(clip))
+        if self.follow_schedule and trainer.optimizers:
+            main = trainer.optimizers[0].param_groups[0]
+            ratio = main["lr"] / main.get("initial_lr", main["lr"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * ratio
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -129,3 +144,10 @@ class PerSampleParameter:
             self.param.copy_(values.to(self.param.device))
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+
+
+class PerSampleParameter(StrategyParameter):
+    """An `(N, *shape)` trainable tensor of the training split (N from the trainer); see `StrategyParameter`."""
+
+    def size(self, trainer: pl.Trainer) -> tuple[int, ...]:
+        return (train_size(trainer), *self.shape)

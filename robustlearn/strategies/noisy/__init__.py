@@ -28,6 +28,7 @@ from robustlearn.strategies.noisy import (
     sop,
     taylor_ce,
     truncated_gce,
+    volminnet,
 )
 
 __all__ = [
@@ -57,4 +58,5 @@ __all__ = [
     "sop",
     "taylor_ce",
     "truncated_gce",
+    "volminnet",
 ]
