@@ -1,0 +1,69 @@
+"""CORES² (Cheng et al. 2021): the schedules against the official f_beta, the loss and the sieve by hand, the kept set
+cleaner than the data on small noisy data, and exact resume of the prior and the sieve."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robustlearn.runner import fit
+from robustlearn.strategies.noisy.cores2 import CORES2, beta_schedule
+from tests.protocol_helpers import Recorder, assert_bad_strategy_parameter, assert_resumes_exactly, smoke
+
+
+def test_schedule_is_the_official_one_at_100_epochs():
+    official = np.concatenate([np.linspace(0.0, 0.0, 10), np.linspace(0.0, 2, 30), np.linspace(2, 2, 60)])
+    betas, sieve_from = CORES2().plan(100)
+    assert betas == pytest.approx(official.tolist(), abs=1e-12) and sieve_from == 30
+    short, sieve_short = CORES2().plan(10)  # 1 warm-up epoch, a 3-epoch ramp, the sieve after epoch 3
+    assert short == pytest.approx([0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]) and sieve_short == 3
+    assert beta_schedule(4, 0, 1, 2.0) == [0.0, 2.0, 2.0, 2.0]  # linspace(0, 2, 1) = [0]
+
+
+def test_loss_and_sieve_by_hand():
+    """K = 2, p = (0.8, 0.2), prior (0.5, 0.5), beta 2: l = -log p_y - 2 * mean_k(-log(p_k + 1e-8)); the sieve keeps
+    the sample labelled 0 (-log 0.8 below the mean) and drops the one labelled 1."""
+    s = CORES2()
+    s.prior, s.betas, s.sieve_from = torch.tensor([0.5, 0.5]), [2.0, 2.0], 0
+    logits = torch.log(torch.tensor([[0.8, 0.2], [0.8, 0.2]], dtype=torch.float64))
+    y = torch.tensor([0, 1])
+
+    class _Trainer:
+        current_epoch = 1
+
+    class _Module:
+        trainer = _Trainer()
+
+    mean = (-math.log(0.8 + 1e-8) - math.log(0.2 + 1e-8)) / 2
+    out = s.loss(logits, {"y": y}, _Module())
+    assert out.tolist() == pytest.approx([-math.log(0.8) - 2 * mean, -math.log(0.2) - 2 * mean], rel=1e-5)
+    assert s.sieve(logits, y, epoch=1).tolist() == [1.0, 0.0]
+    assert s.sieve(logits, y, epoch=0).tolist() == [1.0, 1.0]  # up to sieve_after, everything is kept
+
+
+def test_bad_parameters_are_refused():
+    assert_bad_strategy_parameter("{name: cores2, beta_max: -1}", "beta_max")
+    assert_bad_strategy_parameter("{name: cores2, sieve_after: 1.5}", "sieve_after")
+
+
+def test_kept_set_is_cleaner_than_the_data(tmp_path):
+    """40 % symmetric noise, 6 epochs: the samples the last epoch kept hold far fewer flipped labels than the data,
+    and the prior moved from the label shares to the kept ones."""
+    rec = Recorder()
+    result = fit(smoke(tmp_path, "noise.rate=0.4", "trainer.epochs=6", "strategies=[{name: cores2}]",
+                       "output.save_checkpoint=false"), quiet=True, callbacks=[rec])
+    assert result["status"] == "completed", result["error"]
+    (s,) = rec.strategies
+    tensors = rec.module.trainer.datamodule.train_tensors()
+    flipped = tensors["y"] != tensors["y_clean"]
+    kept = s.kept_mask()
+    assert 0.3 < kept.float().mean() < 0.95
+    assert flipped[kept].float().mean() < 0.5 * flipped.float().mean()
+
+
+def test_resumes_exactly(tmp_path):
+    assert_resumes_exactly(tmp_path, ["strategies=[{name: cores2}]", "noise.rate=0.4", "trainer.epochs=4"],
+                           stop_epoch=3)
