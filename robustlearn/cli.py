@@ -1,4 +1,4 @@
-"""The `robustlearn` command: fit | sweep | leaderboard | methods | config.
+"""The `robustlearn` command: fit | sweep | tune | leaderboard | methods | config | export | report.
 
 Exit codes: 0 done, 1 a run failed, 2 bad input (a one-paragraph message naming the key or file), 130 interrupted.
 """
@@ -70,12 +70,19 @@ def cmd_methods(args: argparse.Namespace) -> int:
             entry = reg.get(name)
             print(f"  {name:<18} {_summary(entry.__doc__)}")
             params = getattr(entry, "Params", None)
+            space = getattr(entry, "search_space", None) or {}
             if params is not None and dataclasses.is_dataclass(params):
                 for f in dataclasses.fields(params):
                     default = f.default if f.default is not dataclasses.MISSING else "(required)"
                     if f.default_factory is not dataclasses.MISSING:
                         default = f.default_factory()
-                    print(f"  {'':<18}   {f.name} = {default!r}")
+                    tuned = f"   (tune: {space[f.name].describe()})" if f.name in space else ""
+                    print(f"  {'':<18}   {f.name} = {default!r}{tuned}")
+    from robustlearn.tuning.space import SHARED
+
+    print("shared keys tuned for every method:")
+    for key, spec in SHARED.items():
+        print(f"  {key:<18} {spec.describe()}")
     return 0
 
 
@@ -83,6 +90,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from robustlearn.sweep import sweep_main
 
     return sweep_main(args)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from robustlearn.tuning.study import TuneSpec, tune
+
+    out = Path(args.out) if args.out else Path("runs") / "tune" / Path(args.file).stem
+    spec = TuneSpec(Path(args.file), list(args.methods), args.trials, out, seed=args.seed,
+                    sampler_seed=args.sampler_seed, workers=args.workers, overrides=list(args.overrides),
+                    quiet=args.quiet)
+    for summary in tune(spec):
+        best = summary.get("best_value")
+        counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items()) or "no trials"
+        print(f"{summary['study']}: {counts} of a budget of {summary['budget_trials']} trials; best noisy "
+              f"val acc {'n/a' if best is None else f'{best:.4f}'}"
+              + (f"; {summary['best_yaml']}" if summary.get("best_yaml") else ""))
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -144,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_sweep)
+
+    t = sub.add_parser("tune", help="tune each method's parameters on the noisy validation split (Optuna), at an "
+                                     "equal budget per method")
+    t.add_argument("file", help="the experiment config (data, noise, model, protocol)")
+    t.add_argument("overrides", nargs="*")
+    t.add_argument("--methods", nargs="+", required=True, help="method names (configs/methods/<name>.yaml)")
+    t.add_argument("--trials", type=int, required=True, help="the budget: trials per method, the same for all")
+    t.add_argument("--out", default=None, help="folder of the study storage, trial runs, best YAMLs and summaries "
+                                              "(default runs/tune/<config name>)")
+    t.add_argument("--seed", type=int, default=100, help="training seed of every trial (default 100; report "
+                                                         "comparisons on other seeds)")
+    t.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    t.add_argument("--workers", type=int, default=1, help="processes running trials of a study at once")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_tune)
 
     lb = sub.add_parser("leaderboard", help="tables and plots from a results store")
     lb.add_argument("--results", default="runs/results.sqlite")

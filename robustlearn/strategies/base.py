@@ -61,6 +61,9 @@ class Strategy(pl.Callback):
     # "num_classes", "noise_rate", "noise_transition", "validation_split"); a property where it depends on the
     # parameters. Checked at setup, before the strategy's own setup, with one message naming what is missing.
     needs: ClassVar[tuple[str, ...]] = ()
+    # The parameters worth tuning, {field of Params: Float | Int | Choice} (robustlearn/tuning/space.py), each range
+    # holding the paper's value; `robustlearn tune` searches them with the shared keys (learning rate, weight decay).
+    search_space: ClassVar[dict[str, Any]] = {}
     registry_name: ClassVar[str] = "strategy"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -37,6 +37,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.noisy.targets import one_hot, soft_cross_entropy
 from robustlearn.strategies.params import is_number
+from robustlearn.tuning.space import Float
 
 
 def _check_beta(name: str, beta) -> None:
@@ -67,6 +68,9 @@ class Bootstrap(Strategy):
 class BootstrapSoft(Bootstrap):
     """Soft bootstrapping (Reed et al. 2015): CE against beta q + (1 - beta) p."""
 
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"beta": Float(0.5, 1.0)}
+
     @dataclass
     class Params:
         beta: float = 0.95  # weight of the observed label, 0 <= beta <= 1 (paper: 0.95); 1: cross-entropy
@@ -81,6 +85,9 @@ class BootstrapSoft(Bootstrap):
 @STRATEGIES.register("bootstrap_hard")
 class BootstrapHard(Bootstrap):
     """Hard bootstrapping (Reed et al. 2015): CE against beta q + (1 - beta) onehot(argmax p)."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"beta": Float(0.5, 1.0)}
 
     @dataclass
     class Params:

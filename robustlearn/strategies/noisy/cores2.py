@@ -39,6 +39,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.params import is_number, is_whole
+from robustlearn.tuning.space import Float
 
 LOG_EPS = 1e-8  # the official code's -log(softmax + 1e-8)
 
@@ -57,6 +58,9 @@ def all_label_losses(logits: torch.Tensor) -> torch.Tensor:
 @STRATEGIES.register("cores2")
 class CORES2(Strategy):
     """CORES² (Cheng et al. 2021): CE with a confidence regulariser against the kept labels' prior, and a sieve."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"beta_max": Float(0.5, 4.0)}
 
     provides_loss = True
     needs = ("datamodule",)

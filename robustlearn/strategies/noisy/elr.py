@@ -38,6 +38,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.params import is_number
+from robustlearn.tuning.space import Float
 
 CLAMP = 1e-4  # p is clamped to [CLAMP, 1 - CLAMP], as in the official code
 
@@ -45,6 +46,9 @@ CLAMP = 1e-4  # p is clamped to [CLAMP, 1 - CLAMP], as in the official code
 @STRATEGIES.register("elr")
 class ELR(Strategy):
     """Early-learning regularisation (Liu et al. 2020): lam mean log(1 - <t, p>), t a running mean of predictions."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"lam": Float(0.1, 10.0, log=True), "beta": Float(0.5, 0.99)}
 
     state_attrs = ("targets",)
 

@@ -18,11 +18,15 @@ import torch
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
+from robustlearn.tuning.space import Float
 
 
 @STRATEGIES.register("gce")
 class GCE(Strategy):
     """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"q": Float(0.1, 1.0)}
 
     provides_loss = True
 

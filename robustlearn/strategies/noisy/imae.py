@@ -56,6 +56,7 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_number
+from robustlearn.tuning.space import Float
 
 EPS = 1e-8  # the official code's, in the power and in the divisor
 
@@ -75,6 +76,9 @@ def imae_weights(logits: torch.Tensor, y: torch.Tensor, beta: float, lam: float)
 class IMAE(Strategy):
     """IMAE / derivative manipulation (Wang et al. 2019): each sample's logit gradient is CE's direction at the
     magnitude exp(β(1 - p_y)p_y^λ), normalised to sum one over the batch (the official code's derivative)."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"beta": Float(0.5, 32.0, log=True), "lam": Float(0.25, 4.0, log=True)}
 
     @dataclass
     class Params:

@@ -39,11 +39,15 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.noisy.targets import one_hot, soft_cross_entropy
 from robustlearn.strategies.params import is_number
+from robustlearn.tuning.space import Float
 
 
 @STRATEGIES.register("label_smoothing")
 class LabelSmoothing(Strategy):
     """Label smoothing (Szegedy et al. 2016; negative rates, Wei et al. 2022): CE against (1 - a) q + a / K."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"smoothing": Float(0.0, 0.6)}
 
     provides_loss = True
 

@@ -35,6 +35,7 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_number
+from robustlearn.tuning.space import Float
 
 _SALT = 7177
 
@@ -56,6 +57,9 @@ def mix(batch: dict, lam: float, perm: torch.Tensor) -> dict:
 @STRATEGIES.register("mixup")
 class Mixup(Strategy):
     """mixup (Zhang et al. 2018): train on lam x_i + (1 - lam) x_pi(i) with loss lam l(y_i) + (1 - lam) l(y_pi(i))."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"alpha": Float(0.1, 32.0, log=True)}
 
     @dataclass
     class Params:

@@ -33,11 +33,15 @@ import torch
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
+from robustlearn.tuning.space import Float
 
 
 @STRATEGIES.register("nce_rce")
 class NCERCE(Strategy):
     """Active-passive loss (Ma et al. 2020): alpha NCE + beta RCE."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"alpha": Float(0.1, 10.0, log=True), "beta": Float(0.1, 10.0, log=True)}
 
     provides_loss = True
 

@@ -36,11 +36,15 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_number, is_whole
 from robustlearn.strategies.step import run_loss
+from robustlearn.tuning.space import Float
 
 
 @STRATEGIES.register("peer_loss")
 class PeerLoss(Strategy):
     """Peer loss (Liu & Guo 2020): the loss minus alpha times the loss of independently drawn input/label pairs."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"alpha": Float(0.05, 1.0)}
 
     needs = ("datamodule",)
 

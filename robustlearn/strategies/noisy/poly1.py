@@ -29,11 +29,15 @@ import torch
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
+from robustlearn.tuning.space import Float
 
 
 @STRATEGIES.register("poly1")
 class Poly1(Strategy):
     """Poly-1 (Leng et al. 2022): CE + epsilon (1 - p_y)."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"epsilon": Float(-1.0, 5.0)}
 
     provides_loss = True
 

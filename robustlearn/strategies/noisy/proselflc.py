@@ -51,11 +51,15 @@ from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.noisy.targets import one_hot, soft_cross_entropy
 from robustlearn.strategies.params import is_number, is_whole
 from robustlearn.strategies.ramps import sigmoid_ramp
+from robustlearn.tuning.space import Float
 
 
 @STRATEGIES.register("proselflc")
 class ProSelfLC(Strategy):
     """ProSelfLC (Wang et al. 2021): CE against (1 - eps) q + eps p, eps = g(t) (1 - H(p)/H(u)) grows with training."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"B": Float(1.0, 64.0, log=True), "transit_ratio": Float(0.1, 0.9)}
 
     provides_loss = True
 

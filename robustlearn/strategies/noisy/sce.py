@@ -18,11 +18,15 @@ import torch.nn.functional as F
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
+from robustlearn.tuning.space import Float
 
 
 @STRATEGIES.register("sce")
 class SCE(Strategy):
     """Symmetric cross-entropy (Wang et al. 2019): alpha CE + beta RCE."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"alpha": Float(0.01, 1.0, log=True), "beta": Float(0.1, 10.0, log=True)}
 
     provides_loss = True
 

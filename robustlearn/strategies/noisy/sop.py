@@ -45,6 +45,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_number
 from robustlearn.strategies.per_sample_params import PerSampleParameter
+from robustlearn.tuning.space import Float
 
 EPS = 1e-4  # the official code's eps
 
@@ -71,6 +72,9 @@ def balance_term(q: torch.Tensor) -> torch.Tensor:
 @STRATEGIES.register("sop")
 class SOP(Strategy):
     """Sparse over-parameterisation (Liu et al. 2022): the noise as u^2 y - v^2 (1 - y), per-sample u, v by SGD."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"lr_u": Float(0.01, 10.0, log=True), "lr_v": Float(1.0, 1000.0, log=True)}
 
     provides_loss = True
     state_attrs = ("u", "v")

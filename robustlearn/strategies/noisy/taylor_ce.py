@@ -25,11 +25,15 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_whole
+from robustlearn.tuning.space import Int
 
 
 @STRATEGIES.register("taylor_ce")
 class TaylorCE(Strategy):
     """Taylor cross-entropy (Feng et al. 2020): sum_{k<=t} (1 - p_y)^k / k."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"order": Int(1, 10)}
 
     provides_loss = True
 

@@ -37,6 +37,7 @@ from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.full_pass import full_pass
 from robustlearn.strategies.params import is_number, is_whole
+from robustlearn.tuning.space import Float
 
 
 def lq(log_p: torch.Tensor, q: float) -> torch.Tensor:
@@ -52,6 +53,9 @@ def _positive_int(value, key: str, name: str) -> None:
 @STRATEGIES.register("truncated_gce")
 class TruncatedGCE(Strategy):
     """Truncated L_q (Zhang & Sabuncu 2018): w_i (L_q(p_y) - L_q(k)), w_i = [p_y > k] refreshed every few epochs."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"q": Float(0.1, 1.0), "k": Float(0.1, 0.9)}
 
     needs = ("datamodule",)
 

@@ -35,6 +35,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.params import is_number
 from robustlearn.strategies.per_sample_params import StrategyParameter
+from robustlearn.tuning.space import Float
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -55,6 +56,9 @@ def forward_nll(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch
 @STRATEGIES.register("volminnet")
 class VolMinNet(Strategy):
     """VolMinNet (Li et al. 2021): forward loss through a learnt T plus lam log|det T|."""
+
+    # the ranges `robustlearn tune` searches (docs/tuning.md); the paper\'s values lie inside
+    search_space = {"lam": Float(1e-5, 1.0, log=True)}
 
     provides_loss = True
     state_attrs = ("w",)

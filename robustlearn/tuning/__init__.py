@@ -1,0 +1,1 @@
+"""Fair tuning: search spaces beside the methods (`space.py`) and `robustlearn tune` on Optuna (`study.py`)."""
