@@ -617,9 +617,14 @@ def test_dac_warmup_must_leave_epochs():
         load_config(SMOKE, ["strategies=[{name: dac}]", "trainer.epochs=3"])
     assert err.value.key == "strategies[0].stage1_share"
     assert load_config(SMOKE, ["strategies=[{name: dac}]", "trainer.epochs=4"]).strategies[0].name == "dac"
+    from robustlearn.data.datamodule import RobustDataModule
+
+    hand_built = SimpleNamespace(max_epochs=3, datamodule=RobustDataModule(load_config(SMOKE)))  # what DAC needs
     with pytest.raises(ConfigError) as err:  # a trainer built by hand is checked at set-up
-        DAC(DAC.Params(learn_epochs=3), position=1).setup(SimpleNamespace(max_epochs=3), None, "fit")
+        DAC(DAC.Params(learn_epochs=3), position=1).setup(hand_built, None, "fit")
     assert err.value.key == "strategies[1].learn_epochs"
+    with pytest.raises(ConfigError, match="needs what this run does not give it: `datamodule`"):
+        DAC(DAC.Params(learn_epochs=3), position=1).setup(SimpleNamespace(max_epochs=3), None, "fit")
 
 
 def test_dac_does_not_compose_with_another_loss_or_subset():

@@ -356,9 +356,10 @@ def test_params_check_themselves_when_built_in_code(cls):
 def test_missing_noise_rate_is_a_clear_error_at_set_up():
     # a trainer built by hand, with neither a datamodule nor a module that carries a config
     s = SmallLoss(position=2)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError) as err:  # the needs check at set-up names the need and the way round it
         s.setup(SimpleNamespace(datamodule=None), SimpleNamespace(), "fit")
-    assert err.value.key == "strategies[2].forget_rate" and "noise_info" in str(err.value)
+    assert err.value.key == "strategies[2]" and "`noise_rate`" in str(err.value)
+    assert "noise_info" in str(err.value) and "forget_rate" in str(err.value)
     s = SmallLoss(SmallLoss.Params(forget_rate=0.3))  # an explicit rate needs no config
     s.setup(SimpleNamespace(datamodule=None), SimpleNamespace(), "fit")
     assert s.tau == 0.3 and s.oracle is None
