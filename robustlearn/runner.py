@@ -154,7 +154,7 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         "run_dir": str(run_dir), "train_size": dm.train_size, "device": None,
         "strategies": [s.name for s in strategies], "noise": dm.noise_info.summary(),
         "oracle": "; ".join(s.oracle for s in strategies if s.oracle) or None, "compiled": compiled,
-        "settings_applied": list(cfg.settings_applied),
+        "settings_applied": list(cfg.settings_applied), "tuned": cfg.tuned,
     }
     interrupted = False
     try:

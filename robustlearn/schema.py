@@ -111,6 +111,7 @@ class Config:
     method: str = "ce"  # the label on the leaderboard
     settings_applied: list[str] = field(default_factory=list)  # per-dataset settings of the method YAML applied
     plugins: list[str] = field(default_factory=list)  # modules or .py files that register entries (plugins.py)
+    tuned: str | None = None  # set by `robustlearn tune`'s best-parameter YAML: the budget it was tuned with
     tags: list[str] = field(default_factory=list)
     seed: int = 0  # training seed (init, batch order, augmentation)
     resume: bool = False  # continue from <run_dir>/checkpoints/last.ckpt
@@ -135,4 +136,4 @@ def entry_params(values: Any, base: type) -> dict:
 EXTENDED = {"data": ("DATASETS", "name"), "noise": ("NOISES", "kind"), "model": ("MODELS", "name")}
 
 # Keys that do not change what a run computes; left out of the config hash.
-BOOKKEEPING = ("experiment", "sweep", "tags", "resume", "logger", "output", "settings_applied", "plugins")
+BOOKKEEPING = ("experiment", "sweep", "tags", "resume", "logger", "output", "settings_applied", "plugins", "tuned")

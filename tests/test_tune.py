@@ -73,6 +73,10 @@ def test_a_small_tune_of_two_methods_at_one_budget_then_resumed(tmp_path):
     cfg = load_config(SMOKE, includes=[out / "best" / "gce.yaml"])
     best = summaries[1]["best_params"]
     assert cfg.method == "gce-tuned" and cfg.strategies[0].q == pytest.approx(best["strategies.0.q"])
+    assert cfg.tuned == "3 trials, noisy val"  # the budget, shown in the leaderboard label
+    from robustlearn.leaderboard.aggregate import label_of
+
+    assert label_of({"method": cfg.method, "tuned": cfg.tuned}) == "gce-tuned [3 trials, noisy val]"
     assert cfg.optim.lr == pytest.approx(best["optim.lr"])
     # resumed with a larger budget: only the missing trial runs
     (again,) = tune(_spec(tmp_path, ["gce"], 4))

@@ -147,8 +147,10 @@ def variant(tags: Sequence[str] | None) -> list[str]:
 
 def label_of(row: dict) -> str:
     """`method [grid variant] (oracle) †`: a run that read oracle information is never averaged with one that did
-    not, and is marked."""
+    not, and is marked. A run of a tuned method YAML (`robustlearn tune`) shows its budget: `gce-tuned [20 trials]`."""
     extra = variant(row.get("tags"))
+    if row.get("tuned"):
+        extra = [*extra, str(row["tuned"])]
     label = f"{row['method']} [{', '.join(extra)}]" if extra else str(row["method"])
     oracle = row.get("oracle")
     return f"{label} ({oracle}){ORACLE}" if oracle else label

@@ -73,7 +73,8 @@ def write_best(study, spec, method: str, cfg) -> Path:
     best = study.best_trial
     run_dir = Path(spec.out) / best.user_attrs["run_id"]
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    doc = {"method": f"{cfg.method}-tuned", "strategies": resolved.get("strategies") or [],
+    doc = {"method": f"{cfg.method}-tuned", "tuned": f"{spec.trials} trials, noisy val",
+           "strategies": resolved.get("strategies") or [],
            "optim": {k: resolved["optim"][k] for k in ("lr", "weight_decay")}}
     header = (f"# {cfg.method} tuned on the noisy validation split by `robustlearn tune`: study {study.study_name}, "
               f"{spec.trials} trials per method,\n# TPE seed {spec.sampler_seed}, tuning seed {spec.seed}; best "
