@@ -23,7 +23,7 @@ weighted mean loss, and is itself an unweighted batch mean.
 
 When to use: symmetric and class-dependent noise at moderate to high rates, on any loss; it holds back
 memorisation (`train/memorized`) without selecting or relabelling samples. The paper's stronger variant, ELR+
-(two networks, weight averaging, mixup), is not this strategy.
+(two networks, weight averaging, mixup), is `elr_plus` (strategies/noisy/elr_plus.py).
 """
 
 from __future__ import annotations
