@@ -66,7 +66,13 @@ def test_phases_refinement_and_a_cleaner_confident_set(tmp_path):
     assert flipped[kept].float().mean() < 0.5 * flipped.float().mean()
 
 
-def test_resumes_exactly_in_a_refinement_and_after(tmp_path):
-    over = ["strategies=[{name: pes, t1: 1, t2: 1, t3: 1}]", "noise.rate=0.4", "trainer.epochs=5"]
-    assert_resumes_exactly(tmp_path / "refine", over, stop_epoch=2)
-    assert_resumes_exactly(tmp_path / "confident", over, stop_epoch=4)
+RESUME = ["strategies=[{name: pes, t1: 1, t2: 1, t3: 1}]", "noise.rate=0.4", "trainer.epochs=5"]
+
+
+def test_resumes_exactly_in_a_refinement(tmp_path):
+    assert_resumes_exactly(tmp_path, RESUME, stop_epoch=2)
+
+
+@pytest.mark.slow
+def test_resumes_exactly_on_the_confident_samples(tmp_path):
+    assert_resumes_exactly(tmp_path, RESUME, stop_epoch=4)
