@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from robustlearn.runner import fit
-from robustlearn.strategies.ema import sigmoid_rampup
 from robustlearn.strategies.noisy.elr_plus import ELRPlus, elr_term, mixed_ce
+from robustlearn.strategies.ramps import sigmoid_rampup
 from tests.protocol_helpers import Recorder, assert_bad_strategy_parameter, assert_resumes_exactly, smoke
 
 

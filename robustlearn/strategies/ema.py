@@ -15,20 +15,13 @@ ELR+ predicts its targets with such averages of its two networks. Written once h
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-
-def sigmoid_rampup(current: float, length: float) -> float:
-    """exp(-5 (1 - clip(current, 0, length) / length)^2); 1 for length 0 (official `utils.sigmoid_rampup`)."""
-    if length == 0:
-        return 1.0
-    phase = 1.0 - min(max(current, 0.0), length) / length
-    return float(math.exp(-5.0 * phase * phase))
+from robustlearn.strategies.ramps import sigmoid_rampup
 
 
 class EMANetwork:

@@ -27,3 +27,21 @@ def sigmoid_ramp(t: float, sharpness: float, midpoint: float) -> float:
 def warmed_up(epoch: int, warmup_epochs: int) -> bool:
     """True from epoch `warmup_epochs` on (epochs count from 0)."""
     return epoch >= warmup_epochs
+
+
+def epochs_done(trainer) -> float:
+    """epoch + step / steps, the training progress in epochs as the official ramps count it (the current step's
+    index within the epoch)."""
+    steps = trainer.num_training_batches
+    step = trainer.fit_loop.epoch_loop.batch_idx
+    within = step / steps if isinstance(steps, int) and steps > 0 else 0.0
+    return trainer.current_epoch + within
+
+
+def sigmoid_rampup(current: float, length: float) -> float:
+    """exp(-5 (1 - clip(current, 0, length) / length)^2), 1 for length 0: Laine & Aila's ramp, as ELR+'s official
+    `utils.sigmoid_rampup`."""
+    if length == 0:
+        return 1.0
+    phase = 1.0 - min(max(current, 0.0), length) / length
+    return float(math.exp(-5.0 * phase * phase))

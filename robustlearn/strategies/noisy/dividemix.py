@@ -95,7 +95,7 @@ from robustlearn.strategies.noisy.mixmatch import (
 from robustlearn.strategies.noisy.targets import one_hot
 from robustlearn.strategies.owned import OwnedNetwork
 from robustlearn.strategies.params import is_number, is_whole
-from robustlearn.strategies.ramps import linear_ramp
+from robustlearn.strategies.ramps import epochs_done, linear_ramp
 from robustlearn.strategies.scoring import scoring
 
 _STREAM_SALT = 31  # the views, permutations and λ of a step (the loader uses 1, its transfer 2, `draw` 3)
@@ -261,10 +261,7 @@ class DivideMix(Strategy):
     @staticmethod
     def _epochs_done(trainer: pl.Trainer) -> float:
         """epoch + step / steps, as the official ramp counts (the current step's index)."""
-        steps = trainer.num_training_batches
-        step = trainer.fit_loop.epoch_loop.batch_idx
-        within = step / steps if isinstance(steps, int) and steps > 0 else 0.0
-        return trainer.current_epoch + within
+        return epochs_done(trainer)
 
     def lambda_u_at(self, epochs_done: float) -> float:
         """λu · clip((t − warmup_epochs) / rampup_epochs, 0, 1)."""

@@ -43,10 +43,11 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
-from robustlearn.strategies.ema import EMANetwork, sigmoid_rampup
+from robustlearn.strategies.ema import EMANetwork
 from robustlearn.strategies.noisy.mixup import mix
 from robustlearn.strategies.owned import OwnedNetwork
 from robustlearn.strategies.params import is_number
+from robustlearn.strategies.ramps import sigmoid_rampup
 from robustlearn.tuning.space import Float
 
 CLAMP = 1e-4
