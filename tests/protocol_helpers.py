@@ -100,3 +100,14 @@ def fit_on_two_cpu_ranks(script: str, root: Path, *overrides: str) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dump
+
+
+def assert_kept_set_cleaner(rec: Recorder, low: float = 0.3, high: float = 0.95) -> None:
+    """The run's one strategy kept a share of the training split in (low, high) whose flipped-label share is below half
+    the data's (rec: a Recorder of the finished run)."""
+    (strategy,) = rec.strategies
+    tensors = rec.module.trainer.datamodule.train_tensors()
+    flipped = tensors["y"] != tensors["y_clean"]
+    kept = strategy.kept_mask()
+    assert low < kept.float().mean() < high
+    assert flipped[kept].float().mean() < 0.5 * flipped.float().mean()

@@ -18,16 +18,11 @@ from robustlearn.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class Float:
+class _Range:
     low: float
     high: float
     log: bool = False
-
-    def suggest(self, trial, name: str) -> float:
-        return trial.suggest_float(name, self.low, self.high, log=self.log)
-
-    def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+    kind = "float"
 
     def problem(self) -> str | None:
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
@@ -37,30 +32,29 @@ class Float:
         return None
 
     def describe(self) -> str:
-        return f"float [{self.low:g}, {self.high:g}]{' log' if self.log else ''}"
+        return f"{self.kind} [{self.low:g}, {self.high:g}]{' log' if self.log else ''}"
 
 
-@dataclass(frozen=True)
-class Int:
-    low: int
-    high: int
-    log: bool = False
+class Float(_Range):
+    """A real range; `log` samples it on a log scale."""
+
+    def suggest(self, trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+
+class Int(_Range):
+    """An integer range."""
+
+    kind = "int"
 
     def suggest(self, trial, name: str) -> int:
-        return trial.suggest_int(name, self.low, self.high, log=self.log)
+        return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
 
     def contains(self, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
-
-    def problem(self) -> str | None:
-        if not self.low < self.high:
-            return f"low = {self.low} must be below high = {self.high}"
-        if self.log and self.low <= 0:
-            return f"a log scale needs low > 0 (got {self.low})"
-        return None
-
-    def describe(self) -> str:
-        return f"int [{self.low}, {self.high}]{' log' if self.log else ''}"
 
 
 @dataclass(frozen=True)
