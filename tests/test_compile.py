@@ -19,7 +19,6 @@ class _Shapes(Recorder):
         self.sizes = getattr(self, "sizes", set()) | {len(outputs["batch"]["index"])}
 
 
-@pytest.mark.slow
 def test_a_compiled_run_completes_with_static_batches(tmp_path):
     rec = _Shapes()
     result = fit(smoke(tmp_path, "trainer.compile=true", "trainer.epochs=1", "strategies=[{name: gce}]"), quiet=True,

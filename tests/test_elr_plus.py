@@ -79,7 +79,6 @@ def test_resumes_exactly(tmp_path):
     assert_resumes_exactly(tmp_path, ["strategies=[{name: elr_plus}]", "trainer.epochs=3"])
 
 
-@pytest.mark.slow
 def test_memorises_far_fewer_flipped_labels_than_cross_entropy(tmp_path):
     """The memorisation data of tests/test_gjs_peer_loss.py (CE memorises 0.93 of the flipped labels there): ELR+
     memorises few (measured 0.07) and tests far better (0.996 against 0.68)."""

@@ -75,6 +75,5 @@ def test_resumes_exactly_in_a_refinement(tmp_path):
     assert_resumes_exactly(tmp_path, RESUME, stop_epoch=2)
 
 
-@pytest.mark.slow
 def test_resumes_exactly_on_the_confident_samples(tmp_path):
     assert_resumes_exactly(tmp_path, RESUME, stop_epoch=4)

@@ -131,7 +131,6 @@ class ProbeOnce(Strategy):
             self.log_metric(pl_module, "once", 7.0)
 
 
-@pytest.mark.slow
 def test_a_metric_logged_in_one_epoch_appears_in_that_row_only(tmp_path):
     over = ["strategies=[{name: probe_once}]", "trainer.epochs=4"]
     straight = fit(load_config(SMOKE, [*over, f"output.root={tmp_path / 'a'}"]), quiet=True)

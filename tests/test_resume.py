@@ -35,7 +35,7 @@ def comparable_rows(run_dir) -> list[dict]:
 KEYS = ("test_acc_last", "test_acc_at_best_val", "val_acc_best", "best_epoch", "epochs_done", "status")
 
 
-@pytest.mark.parametrize("scheduler", ["cosine", pytest.param("onecycle", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
 def test_resume_matches_uninterrupted(tmp_path, scheduler):
     over = ["trainer.epochs=4", "model.dropout=0.2", f"scheduler.name={scheduler}", "data.crop_padding=0"]
     straight = fit(load_config(SMOKE, [*over, f"output.root={tmp_path / 'a'}"]), quiet=True)

@@ -411,7 +411,6 @@ MEMORISE = ["noise.rate=0.4", "data.n_train=300", "data.n_features=64", "data.ba
             "output.save_checkpoint=false"]
 
 
-@pytest.mark.slow
 def test_elr_lowers_memorisation_against_cross_entropy(tmp_path):
     runs = {}
     for name, strategies in (("ce", "[]"), ("elr", "[{name: elr}]")):

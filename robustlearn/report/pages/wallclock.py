@@ -90,6 +90,7 @@ def context(bundle: Bundle, figures: Path) -> dict:
                 "-", "−"),
             "slower": bool(m and m.ratio.low is not None and m.ratio.low > 1.0),
             "faster": bool(m and m.ratio.high is not None and m.ratio.high < 1.0),
+            "untimed": bool(m and m.ratio.low is None),  # fewer than two seeds reached the target on both sides
             "better": bool(d and d.low > 0), "worse": bool(d and d.high < 0),
         }
 
