@@ -14,7 +14,7 @@ from robustlearn.config import load_config
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.tuning.space import SHARED, Float, check_space
-from robustlearn.tuning.study import TuneSpec, _study, objective, study_space, tune
+from robustlearn.tuning.study import TuneSpec, _study, objective, shares, study_space, tune
 from tests.conftest import SMOKE
 
 
@@ -93,3 +93,15 @@ def test_a_trial_the_pruner_stops_ends_pruned_after_one_epoch(tmp_path):
     assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
     (result,) = [json.loads(p.read_text()) for p in (tmp_path / "tune").glob("*/result.json")]
     assert result["epochs_done"] == 1
+
+
+def test_parallel_workers_split_the_remaining_budget_exactly():
+    assert shares(5, 2) == [3, 2] and shares(4, 2) == [2, 2] and shares(1, 3) == [1, 0, 0] and shares(-2, 2) == [0, 0]
+    assert sum(shares(17, 4)) == 17
+
+
+def test_parallel_workers_sample_from_their_own_seeds(tmp_path):
+    """One seed for every worker would draw the same start-up trials in each and train the same configs twice."""
+    spec = _spec(tmp_path, ["ce"], 2)
+    first, second = _study(spec, "s", 0).ask(), _study(spec, "s", 1).ask()
+    assert first.suggest_float("x", 0.0, 1.0) != second.suggest_float("x", 0.0, 1.0)

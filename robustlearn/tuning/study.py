@@ -109,12 +109,14 @@ def _storage(out: Path):
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
 
 
-def _study(spec: TuneSpec, name: str):
+def _study(spec: TuneSpec, name: str, worker: int = 0):
+    """The study from its storage. Each parallel worker samples from its own seed (`sampler_seed` + 1000 x worker):
+    with one seed, workers would draw the same start-up trials and train the same configs twice."""
     import optuna
 
     return optuna.create_study(
         study_name=name, storage=_storage(spec.out), direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
+        sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed + 1000 * worker),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
 
 
@@ -153,20 +155,27 @@ def objective(spec: TuneSpec, method: str, space: dict[str, Space], name: str):
     return run
 
 
-def _worker(spec: TuneSpec, method: str, name: str) -> None:
+def _worker(spec: TuneSpec, method: str, name: str, n_trials: int, worker: int = 0) -> None:
+    """Run `n_trials` trials of the study (a share of what the budget has left) as worker number `worker`."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, space = study_space(spec, method)
-    study = _study(spec, name)
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    remaining = spec.trials - _counted(study)
-    if remaining <= 0:
+    study = _study(spec, name, worker)
+    if n_trials <= 0:
         return
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     progress = _Progress(spec, name) if not spec.quiet else None
-    study.optimize(objective(spec, method, space, name), n_trials=remaining, catch=(RuntimeError,),
+    study.optimize(objective(spec, method, space, name), n_trials=n_trials, catch=(RuntimeError,),
                    callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=states),
                               *([progress] if progress else [])])
+
+
+def shares(remaining: int, workers: int) -> list[int]:
+    """What each worker runs: the remaining trials split as evenly as possible, so that parallel workers never run
+    past the budget (each checks the count only after its own trial)."""
+    remaining = max(0, remaining)
+    return [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
 
 
 class _Progress:
@@ -203,11 +212,12 @@ def tune_method(spec: TuneSpec, method: str) -> dict[str, Any]:
     if not spec.quiet:
         print(f"[{name}] budget {spec.trials} trials ({_counted(study)} done); space: "
               + ", ".join(f"{k} {s.describe()}" for k, s in space.items()), flush=True)
-    if spec.workers == 1:
-        _worker(spec, method, name)
+    parts = [n for n in shares(spec.trials - _counted(study), spec.workers) if n > 0]
+    if len(parts) <= 1:
+        _worker(spec, method, name, sum(parts))
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(spec, method, name)) for _ in range(spec.workers)]
+        procs = [ctx.Process(target=_worker, args=(spec, method, name, n, i)) for i, n in enumerate(parts)]
         for p in procs:
             p.start()
             time.sleep(0.5)  # the first worker creates the study's first trials before the others read it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,10 @@ def write_summary(study, spec, method: str, space: dict[str, Space]) -> dict[str
         summary.update(best_value=best.value, best_params=best.params, best_trial=best.number,
                        best_run_id=best.user_attrs.get("run_id"))
         try:
-            summary["importances"] = dict(optuna.importance.get_param_importances(study))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a study of a few trials warns that its importances are equal
+                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+                summary["importances"] = dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
         except (RuntimeError, ValueError) as exc:  # too few trials, or one value only
             summary["importances"] = f"not computed: {exc}"
         _plot_history(complete, folder / "history.png", study.study_name)
