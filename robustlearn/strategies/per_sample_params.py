@@ -60,7 +60,7 @@ class StrategyParameter:
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending: dict[str, Any] | None = None  # a checkpoint's state loaded before ensure()
 
-    def ensure(self, trainer: pl.Trainer, shape: tuple[int, ...] | None = None) -> PerSampleParameter:
+    def ensure(self, trainer: pl.Trainer, shape: tuple[int, ...] | None = None) -> StrategyParameter:
         """Allocate the parameter and its optimiser on the training device (once); `shape` per sample, if known only
         now. Values restored before the allocation are kept."""
         device = trainer.strategy.root_device
@@ -78,7 +78,7 @@ class StrategyParameter:
                 pending, self._pending = self._pending, None
                 self.load_state_dict(pending)
         elif self.param.device != device:
-            raise RuntimeError("PerSampleParameter: the parameter lives on another device than the trainer's; "
+            raise RuntimeError(f"{type(self).__name__}: the parameter lives on another device than the trainer's; "
                                "allocate it in setup(), where the device is known.")
         return self
 
@@ -138,7 +138,7 @@ class StrategyParameter:
             self._pending = state
             return
         if values.shape != self.param.shape:
-            raise RuntimeError(f"PerSampleParameter: the checkpoint holds shape {tuple(values.shape)}, this run "
+            raise RuntimeError(f"{type(self).__name__}: the checkpoint holds shape {tuple(values.shape)}, this run "
                                f"{tuple(self.param.shape)} (another training split or number of classes).")
         with torch.no_grad():
             self.param.copy_(values.to(self.param.device))

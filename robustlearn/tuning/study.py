@@ -21,15 +21,12 @@ Afterwards each study writes `<out>/best/<method>.yaml` (a method YAML with the 
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import yaml
 
 from robustlearn.errors import ConfigError
 from robustlearn.tuning.space import SHARED, Space, strategy_spaces
@@ -220,17 +217,11 @@ def tune_method(spec: TuneSpec, method: str) -> dict[str, Any]:
         procs = [ctx.Process(target=_worker, args=(spec, method, name, n, i)) for i, n in enumerate(parts)]
         for p in procs:
             p.start()
-            time.sleep(0.5)  # the first worker creates the study's first trials before the others read it
         for p in procs:
             p.join()
-    from robustlearn.tuning.summary import write_best, write_summary
+    from robustlearn.tuning.summary import write_summary
 
-    study = _study(spec, name)
-    summary = write_summary(study, spec, method, space)
-    if summary.get("best_value") is not None:
-        summary["best_yaml"] = str(write_best(study, spec, method, cfg))
-        (spec.out / name / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return write_summary(_study(spec, name), spec, method, space, cfg)
 
 
 def tune(spec: TuneSpec) -> list[dict[str, Any]]:
@@ -239,6 +230,3 @@ def tune(spec: TuneSpec) -> list[dict[str, Any]]:
         study_space(spec, method)
     return [tune_method(spec, m) for m in spec.methods]
 
-
-def load_best(path: Path) -> dict:
-    return yaml.safe_load(Path(path).read_text())

@@ -19,8 +19,9 @@ def _states(study) -> dict[str, int]:
     return out
 
 
-def write_summary(study, spec, method: str, space: dict[str, Space]) -> dict[str, Any]:
-    """summary.json (budget, counts, best value and parameters, importances) and history.png in <out>/<study>/."""
+def write_summary(study, spec, method: str, space: dict[str, Space], cfg) -> dict[str, Any]:
+    """summary.json (budget, counts, best value and parameters, importances) and history.png in <out>/<study>/, and
+    the best parameters as a method YAML (`write_best`) once a trial has completed."""
     import optuna
 
     folder = Path(spec.out) / study.study_name
@@ -45,6 +46,7 @@ def write_summary(study, spec, method: str, space: dict[str, Space]) -> dict[str
         except (RuntimeError, ValueError) as exc:  # too few trials, or one value only
             summary["importances"] = f"not computed: {exc}"
         _plot_history(complete, folder / "history.png", study.study_name)
+        summary["best_yaml"] = str(write_best(study, spec, method, cfg))
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -38,13 +38,12 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from robustlearn.data.gpu_loader import epoch_seed
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.ema import EMANetwork
-from robustlearn.strategies.noisy.mixup import mix
+from robustlearn.strategies.noisy.mixup import mix, mix_draw
 from robustlearn.strategies.owned import OwnedNetwork
 from robustlearn.strategies.params import is_number
 from robustlearn.strategies.ramps import sigmoid_rampup
@@ -120,13 +119,7 @@ class ELRPlus(Strategy):
         self.ema_main.ramp = self.ema_peer.ramp = float(steps)
 
     def _draw(self, n: int, step: int, side: int) -> tuple[float, torch.Tensor]:
-        g = torch.Generator().manual_seed(epoch_seed(torch.initial_seed(), step, salt=8100 + 2 * self.position + side))
-        alpha = float(self.params.mixup_alpha)
-        if alpha <= 0:
-            return 1.0, torch.arange(n)
-        gamma = torch._standard_gamma(torch.full((2,), alpha, dtype=torch.float64), generator=g)
-        lam = float(gamma[0] / gamma.sum())
-        return max(lam, 1.0 - lam), torch.randperm(n, generator=g)
+        return mix_draw(n, step, 8100 + 2 * self.position + side, float(self.params.mixup_alpha), keep_larger=True)
 
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
         if "lam" in batch:

@@ -54,6 +54,21 @@ def mix(batch: dict, lam: float, perm: torch.Tensor) -> dict:
     return out
 
 
+def mix_draw(n: int, step: int, salt: int, alpha: float, keep_larger: bool = False) -> tuple[float, torch.Tensor]:
+    """(lam, pi) of training step `step`: lam ~ Beta(alpha, alpha) (1 where alpha = 0; max(lam, 1 - lam) with
+    `keep_larger`, as ELR+, DivideMix and PES-semi) and a permutation of n, on the CPU, from a generator seeded by the
+    run's seed, the step and `salt` alone: a resumed run draws what an uninterrupted one would, and nothing reads the
+    device."""
+    g = torch.Generator().manual_seed(epoch_seed(torch.initial_seed(), step, salt=salt))
+    lam = 1.0
+    if alpha > 0:
+        gamma = torch._standard_gamma(torch.full((2,), float(alpha), dtype=torch.float64), generator=g)
+        lam = float(gamma[0] / gamma.sum())
+        if keep_larger:
+            lam = max(lam, 1.0 - lam)
+    return lam, torch.randperm(n, generator=g)
+
+
 @STRATEGIES.register("mixup")
 class Mixup(Strategy):
     """mixup (Zhang et al. 2018): train on lam x_i + (1 - lam) x_pi(i) with loss lam l(y_i) + (1 - lam) l(y_pi(i))."""
@@ -71,15 +86,7 @@ class Mixup(Strategy):
 
     def draw(self, batch_size: int, step: int) -> tuple[float, torch.Tensor]:
         """(lam, pi) of training step `step`, on the CPU, from the run's seed and the step alone."""
-        g = torch.Generator().manual_seed(epoch_seed(torch.initial_seed(), step, salt=_SALT + self.position))
-        alpha = float(self.params.alpha)
-        if alpha > 0:
-            shape = torch.full((2,), alpha, dtype=torch.float64)
-            gamma = torch._standard_gamma(shape, generator=g)
-            lam = float(gamma[0] / gamma.sum())
-        else:
-            lam = 1.0
-        return lam, torch.randperm(batch_size, generator=g)
+        return mix_draw(batch_size, step, _SALT + self.position, float(self.params.alpha))
 
     def on_batch(self, batch: dict, module: pl.LightningModule) -> dict:
         if "lam" in batch:

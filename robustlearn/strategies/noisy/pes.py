@@ -60,14 +60,20 @@ def renew(net: nn.Module, last: int, seed: int) -> list[nn.Parameter]:
     if not 1 <= last <= len(layers):
         raise ConfigError(f"pes: the network has {len(layers)} weight layers; cannot renew the last {last}.",
                           "renew_layers")
-    first = layers[-last]
-    modules = list(net.modules())
-    renewed = [m for m in modules[modules.index(first):] if hasattr(m, "reset_parameters")]
+    renewed = renewed_modules(net, last)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in renewed:
             m.reset_parameters()
     return [p for m in renewed for p in m.parameters(recurse=False)]
+
+
+def renewed_modules(net: nn.Module, last: int) -> list[nn.Module]:
+    """The modules the last `last` weight layers' renewal resets: from the first of them on, those with
+    `reset_parameters` (the layers and the normalisations registered after them)."""
+    first = weight_layers(net)[-last]
+    modules = list(net.modules())
+    return [m for m in modules[modules.index(first):] if hasattr(m, "reset_parameters")]
 
 
 def class_balance(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -142,10 +148,7 @@ class PES(Strategy):
         if fresh:
             params = renew(net, last, seed)
         else:
-            first = weight_layers(net)[-last]
-            modules = list(net.modules())
-            params = [p for m in modules[modules.index(first):] if hasattr(m, "reset_parameters")
-                      for p in m.parameters(recurse=False)]
+            params = [p for m in renewed_modules(net, last) for p in m.parameters(recurse=False)]
         keep = {id(p) for p in params}
         for p in net.parameters():
             p.requires_grad_(id(p) in keep)
@@ -209,16 +212,20 @@ class PES(Strategy):
         if self._confident is not None and self.phase(epoch) == 4:
             self.log_metric(pl_module, "confident_share", float(self._confident.float().mean()))
 
-    def _choose_confident(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def predict_confident(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, ...]:
+        """(noisy labels, confident mask), both on the CPU: one eval pass, confident where prediction = label."""
         dm = self.datamodule(trainer)
-        y = dm.train_tensors()["y"]
+        y = dm.train_tensors()["y"].cpu()
         pred = full_pass(pl_module, dm)[:, : pl_module.num_classes].argmax(1).cpu()
-        confident = pred == y.cpu()
+        return y, pred == y
+
+    def _choose_confident(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        y, confident = self.predict_confident(trainer, pl_module)
         if not bool(confident.any()):
             confident = torch.ones_like(confident)  # nothing agrees: train on everything rather than nothing
         self._confident = confident
-        dm.set_train_subset(torch.nonzero(confident).squeeze(1))
-        self.class_weight = class_balance(y.cpu()[confident], pl_module.num_classes).float().to(pl_module.device)
+        self.datamodule(trainer).set_train_subset(torch.nonzero(confident).squeeze(1))
+        self.class_weight = class_balance(y[confident], pl_module.num_classes).float().to(pl_module.device)
 
     def kept_mask(self) -> torch.Tensor | None:
         return self._confident

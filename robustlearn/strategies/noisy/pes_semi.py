@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 
-from robustlearn.data.gpu_loader import epoch_seed
 from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.noisy.mixmatch import guess_labels, mixup, unlabelled_rows
-from robustlearn.strategies.noisy.pes import PES
+from robustlearn.strategies.noisy.mixup import mix_draw
+from robustlearn.strategies.noisy.pes import PES, class_balance
 from robustlearn.strategies.noisy.targets import one_hot
 from robustlearn.strategies.params import is_number
 from robustlearn.strategies.ramps import epochs_done, linear_ramp
@@ -102,14 +102,8 @@ class PESSemi(PES):
 
     def _choose_confident(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The confident mask (labelled) and the capped class weights for the next epoch; every sample trains."""
-        from robustlearn.strategies.full_pass import full_pass
-        from robustlearn.strategies.noisy.pes import class_balance
-
-        dm = self.datamodule(trainer)
-        y = dm.train_tensors()["y"]
-        pred = full_pass(pl_module, dm)[:, : pl_module.num_classes].argmax(1).cpu()
-        self._confident = pred == y.cpu()
-        w = class_balance(y.cpu()[self._confident], pl_module.num_classes).clamp(max=WEIGHT_CAP)
+        y, self._confident = self.predict_confident(trainer, pl_module)
+        w = class_balance(y[self._confident], pl_module.num_classes).clamp(max=WEIGHT_CAP)
         self.class_weight = w.float().to(pl_module.device)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -126,12 +120,9 @@ class PESSemi(PES):
         x2 = self.datamodule(trainer).views(batch["index"], 1)[0]
         with torch.no_grad():
             own = (torch.softmax(logits.detach()[:, :k].float(), 1), torch.softmax(module(x2)[:, :k].float(), 1))
-        g = torch.Generator().manual_seed(epoch_seed(torch.initial_seed(), step, salt=9100 + self.position))
         alpha = self.params.alpha if epoch < trainer.max_epochs / 2 else 0.75
-        gamma = torch._standard_gamma(torch.full((2,), float(alpha), dtype=torch.float64), generator=g)
-        lam = float(gamma[0] / gamma.sum())
-        lam = max(lam, 1.0 - lam)
-        perm = torch.randperm(2 * len(y), generator=g).to(logits.device)
+        lam, perm = mix_draw(2 * len(y), step, 9100 + self.position, alpha, keep_larger=True)
+        perm = perm.to(logits.device)
         labelled = self._confident.to(logits.device)[batch["index"]]
         t = epochs_done(trainer)
         lambda_u = self.params.lambda_u * linear_ramp(t, self.plan[0], RAMP_EPOCHS)

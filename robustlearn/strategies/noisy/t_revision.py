@@ -133,13 +133,6 @@ class TRevision(TransitionCorrection):
         if self.delta.param is not None:
             self.log_metric(pl_module, "delta_abs_mean", self.delta.values.abs().mean())
 
-    def revised(self) -> torch.Tensor | None:
-        """T + dT (detached), or T before the revision, or None before the estimate."""
-        if self.transition is None:
-            return None
-        t = self.transition.float()
-        return t if self.delta.param is None else t + self.delta.values.to(t.device)
-
 
 def revision_start(params, epochs: int) -> int:
     """The first revision epoch: `revision_epoch`, or half-way between the estimate and the end."""
