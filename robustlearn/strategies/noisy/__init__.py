@@ -4,6 +4,7 @@ methods. One file each; see docs/methods/."""
 from robustlearn.strategies.noisy import (
     backward_correction,
     bootstrap,
+    cal,
     confident_learning,
     cores2,
     coteaching,
@@ -39,6 +40,7 @@ from robustlearn.strategies.noisy import (
 __all__ = [
     "backward_correction",
     "bootstrap",
+    "cal",
     "confident_learning",
     "cores2",
     "coteaching",
