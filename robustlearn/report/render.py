@@ -12,7 +12,10 @@ stores (the sweeps' `runs/` folders must be on this machine); without it only co
 renders every page from its committed bundle and fails if the result differs from the committed page, so a number
 typed into a page by hand does not survive.
 
-Templates are Jinja2 (StrictUndefined: a placeholder without a value is an error, not an empty string).
+Templates are Jinja2 (StrictUndefined: a placeholder without a value is an error, not an empty string). A template
+may `{% include %}` a shared block from its folder (a name starting with `_`, e.g. docs/benchmarks/_noisy_cells.md.j2,
+written once for the pages that share it); `page` (the page's file stem, also the name of its figures folder) is
+always defined.
 """
 
 from __future__ import annotations
@@ -80,10 +83,11 @@ def render(p: Page, bundle: Bundle, figures: Path) -> str:
     """The page's text from `bundle`; figures written to `figures`."""
     if not p.template.is_file():
         raise ConfigError(f"report: the template {p.template} is missing.", str(p.template))
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+                             loader=jinja2.FileSystemLoader(p.template.parent))
     template = env.from_string(p.template.read_text())
     figures.mkdir(parents=True, exist_ok=True)
-    values = p.module.context(bundle, figures)
+    values = {"page": p.path.stem, **p.module.context(bundle, figures)}
     root = repo_root(p.path.parent)
     head = HEADER.format(page=p.path.relative_to(root).as_posix(), data=p.data.relative_to(root).as_posix(),
                          template=p.template.relative_to(root).as_posix())
