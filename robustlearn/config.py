@@ -139,8 +139,25 @@ def load_config(
         data = _merge(data, _load_tree(_resolve_path(str(inc), Path.cwd(), "includes"), "includes"))
     for item in overrides:
         _apply_override(data, item)
+    tuned_for = [e.get("when") for e in data.get("settings") or [] if isinstance(e, dict)
+                 and str(e.get("name", "")).startswith("tuned: ")]
     apply_settings(data, overrides)
+    check_tuned(data, tuned_for)
     return from_dict(data)
+
+
+def check_tuned(data: dict, tuned_for: list) -> None:
+    """A tuned method YAML (`robustlearn tune`) runs only on a protocol it was tuned on: otherwise its row would be
+    labelled tuned while it ran the defaults."""
+    if not data.get("tuned") or not tuned_for:  # not tuned, or a resolved config (its settings consumed)
+        return
+    if any(str(n).startswith("tuned: ") for n in data.get("settings_applied") or []):
+        return
+    protocols = "; ".join(", ".join(f"{k}={v}" for k, v in (w or {}).items()) for w in tuned_for)
+    raise ConfigError(f"method '{data.get('method')}' was tuned by `robustlearn tune` for other protocols than this "
+                      f"run's ({protocols}): its tuned values would not apply, yet the run would be labelled tuned. "
+                      "Run it on one of those protocols (the same data, noise and epochs), or tune it for this one.",
+                      "tuned")
 
 
 def method_label(data: dict) -> None:

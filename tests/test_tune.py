@@ -69,9 +69,10 @@ def test_a_small_tune_of_two_methods_at_one_budget_then_resumed(tmp_path):
         assert (out / summary["study"] / "history.png").is_file()
         saved = json.loads((out / summary["study"] / "summary.json").read_text())
         assert saved["best_value"] == max(t.value for t in study.trials)
-    # the best parameters as a method YAML a run (or a sweep) includes
-    cfg = load_config(SMOKE, includes=[out / "best" / "gce.yaml"])
+    # the best parameters as a method YAML a run (or a sweep) includes, on the protocol they were tuned on
+    cfg = load_config(SMOKE, ["trainer.epochs=1"], includes=[out / "best" / "gce.yaml"])
     best = summaries[1]["best_params"]
+    assert cfg.settings_applied == ["tuned: data.name=synthetic noise.kind=symmetric noise.rate=0.2 trainer.epochs=1"]
     assert cfg.method == "gce-tuned" and cfg.strategies[0].q == pytest.approx(best["strategies.0.q"])
     assert cfg.tuned == "3 trials, noisy val"  # the budget, shown in the leaderboard label
     from robustlearn.leaderboard.aggregate import label_of
@@ -81,6 +82,18 @@ def test_a_small_tune_of_two_methods_at_one_budget_then_resumed(tmp_path):
     # resumed with a larger budget: only the missing trial runs
     (again,) = tune(_spec(tmp_path, ["gce"], 4))
     assert again["trials"] == {"complete": 4}
+    # a study of another protocol into the same folder adds its own entry; each run picks the one of its protocol
+    spec = _spec(tmp_path, ["gce"], 1)
+    spec.overrides = ["trainer.epochs=1", "noise.rate=0.3"]
+    (other,) = tune(spec)
+    at_03 = load_config(SMOKE, ["trainer.epochs=1", "noise.rate=0.3"], includes=[out / "best" / "gce.yaml"])
+    assert at_03.strategies[0].q == pytest.approx(other["best_params"]["strategies.0.q"])
+    at_02 = load_config(SMOKE, ["trainer.epochs=1"], includes=[out / "best" / "gce.yaml"])
+    assert at_02.strategies[0].q == pytest.approx(again["best_params"]["strategies.0.q"])
+    # another protocol is refused: its row would be labelled tuned while running the defaults
+    with pytest.raises(ConfigError, match="tuned by `robustlearn tune` for other protocols") as err:
+        load_config(SMOKE, ["trainer.epochs=3"], includes=[out / "best" / "gce.yaml"])
+    assert err.value.key == "tuned"
 
 
 def test_a_trial_the_pruner_stops_ends_pruned_after_one_epoch(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -72,21 +73,56 @@ def _plot_history(trials, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_best(study, spec, method: str, cfg) -> Path:
-    """<out>/best/<method>.yaml: the method YAML at the best trial's values, labelled `<method>-tuned`."""
-    from omegaconf import OmegaConf
+def trials_word(budgets: list[int]) -> str:
+    return "trial" if budgets == [1] else "trials"
+
+
+PROTOCOL_KEYS = ("data.name", "data.subset", "noise.kind", "noise.rate", "trainer.epochs")  # what a tuned entry is for
+TUNED = "tuned: "  # the name prefix of a tuned settings entry
+
+
+def tuned_entry(study, spec, resolved: dict) -> dict:
+    """The settings entry of one study: its best values, for runs of the protocol it was tuned on."""
+    from robustlearn.method_settings import lookup
 
     best = study.best_trial
-    run_dir = Path(spec.out) / best.user_attrs["run_id"]
-    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    doc = {"method": f"{cfg.method}-tuned", "tuned": f"{spec.trials} trials, noisy val",
-           "strategies": resolved.get("strategies") or [],
-           "optim": {k: resolved["optim"][k] for k in ("lr", "weight_decay")}}
-    header = (f"# {cfg.method} tuned on the noisy validation split by `robustlearn tune`: study {study.study_name}, "
-              f"{spec.trials} trials per method,\n# TPE seed {spec.sampler_seed}, tuning seed {spec.seed}; best "
-              f"val/acc {best.value:.4f} at trial {best.number} (run {best.user_attrs['run_id']}).\n"
-              "# Report it over fresh seeds (not the tuning seed) beside the untuned method.\n")
+    when = {k: v for k in PROTOCOL_KEYS for found, v in [lookup(resolved, k)] if found and v is not None}
+    return {
+        "name": TUNED + " ".join(f"{k}={v}" for k, v in when.items()),
+        "when": when,
+        "set": dict(best.params),
+        "source": (f"robustlearn tune, study {study.study_name}: {spec.trials} {trials_word([spec.trials])}, "
+                   f"TPE seed {spec.sampler_seed}, tuning seed {spec.seed}, best val/acc {best.value:.4f} at trial "
+                   f"{best.number} (run {best.user_attrs['run_id']})"),
+    }
+
+
+def write_best(study, spec, method: str, cfg) -> Path:
+    """<out>/best/<method>.yaml: the method YAML labelled `<method>-tuned`, its defaults and per-dataset settings
+    kept, with one `tuned: ...` settings entry per study (dataset, noise, epochs) holding the best trial's values.
+    A second study of the same method into the same folder (another noise kind) adds its entry; a study run again
+    replaces its own."""
+    from omegaconf import OmegaConf
+
+    from robustlearn.tuning.study import method_file
+
+    best = study.best_trial
+    resolved = yaml.safe_load((Path(spec.out) / best.user_attrs["run_id"] / "config.yaml").read_text())
     path = Path(spec.out) / "best" / f"{method}.yaml"
+    if path.is_file():
+        doc = yaml.safe_load(path.read_text())
+    else:
+        doc = yaml.safe_load(method_file(spec.config, method).read_text()) or {}
+    entry = tuned_entry(study, spec, resolved)
+    doc["settings"] = [e for e in doc.get("settings") or [] if e.get("name") != entry["name"]] + [entry]
+    budgets = sorted({int(m) for e in doc["settings"] for m in re.findall(r": (\d+) trials?,", str(e.get("source")))})
+    doc.update(method=f"{cfg.method}-tuned", tuned=f"{'/'.join(map(str, budgets))} {trials_word(budgets)}, noisy val")
+    header = (f"# {cfg.method} tuned on the noisy validation split by `robustlearn tune`.\n"
+              "# Each `tuned: ...` entry of settings holds one study's best values and applies to runs of the protocol "
+              "it\n# was tuned on; a run of another protocol is refused. Report it over fresh seeds (not the tuning "
+              "seed)\n# beside the untuned method.\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + OmegaConf.to_yaml(OmegaConf.create(doc)))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + OmegaConf.to_yaml(OmegaConf.create(doc)))
+    tmp.replace(path)
     return path
