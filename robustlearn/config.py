@@ -160,6 +160,15 @@ def check_tuned(data: dict, tuned_for: list) -> None:
                       "tuned")
 
 
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The values a tuned and a default run differ in, by dotted key: `optim.lr`, `optim.weight_decay` and every
+    strategy parameter (`strategies.0.q`). Recorded with the run's result (and exported with its bundle row)."""
+    out: dict[str, Any] = {"optim.lr": cfg.optim.lr, "optim.weight_decay": cfg.optim.weight_decay}
+    for i, entry in enumerate(OmegaConf.to_container(cfg.strategies, resolve=True) or []):
+        out.update({f"strategies.{i}.{k}": v for k, v in entry.items() if k != "name"})
+    return out
+
+
 def method_label(data: dict) -> None:
     """A `method` left null becomes the strategies' names joined by "+" (`gce`, `gce+elr`), or `ce` with none, so that
     a run given strategies on the command line is not recorded as cross-entropy. An explicit `method` is kept."""

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from robustlearn.budget import TrainingTimeBudget
-from robustlearn.config import config_hash, run_id, to_yaml
+from robustlearn.config import config_hash, hyperparameters, run_id, to_yaml
 from robustlearn.data.datamodule import RobustDataModule
 from robustlearn.errors import ConfigError
 from robustlearn.module import RobustClassifier
@@ -79,6 +79,7 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", module="lightning_fabric")
+
 
 
 def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
@@ -155,6 +156,7 @@ def fit(cfg: DictConfig, quiet: bool = False, callbacks: Sequence[pl.Callback] =
         "strategies": [s.name for s in strategies], "noise": dm.noise_info.summary(),
         "oracle": "; ".join(s.oracle for s in strategies if s.oracle) or None, "compiled": compiled,
         "settings_applied": list(cfg.settings_applied), "tuned": cfg.tuned,
+        "hyperparameters": hyperparameters(cfg),
     }
     interrupted = False
     try:

@@ -5,7 +5,8 @@ A bundle is a folder (`<page>.data/` next to `<page>.md`) written by `export` fr
 - `runs.csv`: one row per completed run (the latest of each config hash): the store's columns (run_id, sweep, status,
   method, dataset, model, noise_kind, noise_rate, noise_rate_actual, seed, config_hash, epochs, epochs_done,
   test_acc_last, test_acc_at_best_val, val_acc_best, best_epoch, train_time_s, samples_per_s) and `tags`, `oracle`,
-  `settings_applied`, `strategies` (JSON lists where they are lists);
+  `settings_applied`, `strategies`, `tuned` (a tuned run's budget), `hyperparameters` (JSON where they are lists or
+  mappings);
 - `epochs.csv`: one row per (run_id, epoch): every column of each run's `metrics.csv` (training and evaluation
   metrics, strategy metrics, `train_s`, `train_s_total`, `lr`, ...), numbers to 7 significant digits;
 - `<name>.csv` for each per-run file a source names in its `files` (e.g. `fisher_trace.csv`, the per-measurement
@@ -32,8 +33,8 @@ from robustlearn.leaderboard.aggregate import dedupe
 from robustlearn.tracking.store import COLUMNS, ResultsStore
 
 RUN_COLUMNS = [c for c in COLUMNS if c not in ("error", "run_dir", "finished_at", "extra")]
-EXTRA_COLUMNS = ("oracle", "settings_applied", "strategies")
-LIST_COLUMNS = ("tags", "settings_applied", "strategies")
+EXTRA_COLUMNS = ("oracle", "settings_applied", "strategies", "tuned", "hyperparameters")
+LIST_COLUMNS = ("tags", "settings_applied", "strategies", "hyperparameters")  # JSON cells
 INT_COLUMNS = ("seed", "epochs", "epochs_done", "best_epoch", "epoch", "step")
 
 
@@ -97,8 +98,22 @@ def collect(sources: Sequence[Source]) -> list[dict]:
         except KeyError as exc:
             raise ConfigError(f"where: '{exc.args[0]}' is not a column of the results store.", "where") from exc
     runs = dedupe(rows)
+    for run in runs:
+        if run.get("hyperparameters") is None:
+            run["hyperparameters"] = recorded_hyperparameters(run)
     return sorted(runs, key=lambda r: (str(r.get("sweep")), str(r.get("method")), json.dumps(r.get("tags")),
                                        r.get("seed") or 0, r["run_id"]))
+
+
+def recorded_hyperparameters(run: dict) -> dict | None:
+    """A run's hyperparameters from the resolved config in its folder, for a run recorded before results carried
+    them; None without that file."""
+    from omegaconf import OmegaConf
+
+    from robustlearn.config import hyperparameters
+
+    path = Path(str(run.get("run_dir"))) / "config.yaml"
+    return hyperparameters(OmegaConf.load(path)) if path.is_file() else None
 
 
 def export(sources: Sequence[Source], out: str | Path) -> dict:
