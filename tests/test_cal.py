@@ -134,3 +134,4 @@ def test_two_stages_and_a_sieve_closer_to_the_clean_labels(tmp_path):
 def test_resumes_exactly_across_the_restart(tmp_path):
     assert_resumes_exactly(tmp_path, ["noise.rate=0.4", "trainer.epochs=4", "strategies=[{name: cal}]"],
                            stop_epoch=3)
+

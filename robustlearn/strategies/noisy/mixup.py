@@ -25,6 +25,7 @@ and its label-noise experiments alpha in {8, 32}).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -56,17 +57,18 @@ def mix(batch: dict, lam: float, perm: torch.Tensor) -> dict:
 
 def mix_draw(n: int, step: int, salt: int, alpha: float, keep_larger: bool = False) -> tuple[float, torch.Tensor]:
     """(lam, pi) of training step `step`: lam ~ Beta(alpha, alpha) (1 where alpha = 0; max(lam, 1 - lam) with
-    `keep_larger`, as ELR+, DivideMix and PES-semi) and a permutation of n, on the CPU, from a generator seeded by the
-    run's seed, the step and `salt` alone: a resumed run draws what an uninterrupted one would, and nothing reads the
-    device."""
-    g = torch.Generator().manual_seed(epoch_seed(torch.initial_seed(), step, salt=salt))
+    `keep_larger`, as ELR+, DivideMix and PES-semi) as the ratio of two Gamma(alpha) draws of Python's generator, and a
+    permutation of n from a CPU torch generator, both seeded by the run's seed, the step and `salt` alone: a resumed
+    run draws what an uninterrupted one would, and nothing reads the device (no tensor is read to the host)."""
+    seed = epoch_seed(torch.initial_seed(), step, salt=salt)
     lam = 1.0
     if alpha > 0:
-        gamma = torch._standard_gamma(torch.full((2,), float(alpha), dtype=torch.float64), generator=g)
-        lam = float(gamma[0] / gamma.sum())
+        rng = random.Random(seed)
+        a, b = rng.gammavariate(alpha, 1.0), rng.gammavariate(alpha, 1.0)
+        lam = a / (a + b) if a + b > 0 else 0.5
         if keep_larger:
             lam = max(lam, 1.0 - lam)
-    return lam, torch.randperm(n, generator=g)
+    return lam, torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
 @STRATEGIES.register("mixup")
