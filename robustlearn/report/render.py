@@ -34,6 +34,7 @@ from robustlearn.report.bundle import Bundle, export, load
 PAGES: dict[str, str] = {
     "docs/reproductions/critical_periods.md": "critical_periods",
     "docs/benchmarks/noisy_labels.md": "noisy_labels",
+    "docs/benchmarks/noisy_selection.md": "noisy_selection",
     "docs/benchmarks/importance_sampling.md": "importance_sampling",
 }
 
