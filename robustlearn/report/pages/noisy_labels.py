@@ -1,5 +1,5 @@
 """docs/benchmarks/noisy_labels.md: the robust losses and loss/target corrections against CE (fmnist_noisy_losses), and
-eight of them tuned on the noisy validation split beside their defaults (fmnist_noisy_tuned)."""
+some of them tuned on the noisy validation split beside their defaults (fmnist_noisy_tuned)."""
 
 from __future__ import annotations
 
