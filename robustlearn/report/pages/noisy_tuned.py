@@ -113,7 +113,7 @@ def section(default: Bundle, tuned: Bundle, figures: Path, slug) -> dict:
         cells.append({
             "title": cell.title, "slug": name, "table": cell_markdown(cell, lb_tuned.draws),
             "comparison": table(["Method", "default [95 % CI]", "tuned [95 % CI]", "tuned − default (points)",
-                                 "rank default → tuned", "values tuning chose (default → tuned)"], rows,
+                                 "rank among these, default → tuned", "values tuning chose (default → tuned)"], rows,
                                 align="llllcl"),
             "furthest": furthest, "methods": len(both), "figure": bool(plotted),
             "tau": f"{tau.statistic:.2f}" if tau is not None else "–",
