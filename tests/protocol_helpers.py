@@ -6,6 +6,7 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytorch_lightning as pl
 
@@ -17,6 +18,15 @@ from tests.conftest import ROOT, SMOKE
 
 def smoke(root, *overrides):
     return load_config(SMOKE, [f"output.root={root}", *overrides])
+
+
+def fake_module(epoch=0, epochs=10, num_classes=None):
+    """What the strategies read from the module in a step: the epoch, the epoch count, K, and a `log`."""
+    module = SimpleNamespace(trainer=SimpleNamespace(current_epoch=epoch, max_epochs=epochs),
+                             log=lambda *args, **kwargs: None)
+    if num_classes is not None:
+        module.num_classes = num_classes
+    return module
 
 
 def rows(run_dir) -> list[dict]:

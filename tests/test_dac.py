@@ -23,20 +23,18 @@ from robustlearn.runner import fit
 from robustlearn.strategies.full_pass import full_pass
 from robustlearn.strategies.noisy.dac import DAC, RESTART_SALT, abstained, abstention_loss, alpha_at, stage_split
 from tests.conftest import CONFIGS, SMOKE
-from tests.protocol_helpers import Recorder, assert_bad_strategy_parameter, assert_resumes_exactly, rows, smoke
+from tests.protocol_helpers import (
+    Recorder,
+    assert_bad_strategy_parameter,
+    assert_resumes_exactly,
+    fake_module,
+    rows,
+    smoke,
+)
 from tests.sync_guard import _WatchStrategies
 
 D = torch.float64
 LN2, LN3 = math.log(2.0), math.log(3.0)
-
-
-def fake_module(epoch=0, epochs=10, num_classes=None):
-    """What the strategies read from the module in a step: the epoch, the epoch count, K, and a `log`."""
-    module = SimpleNamespace(trainer=SimpleNamespace(current_epoch=epoch, max_epochs=epochs),
-                             log=lambda *args, **kwargs: None)
-    if num_classes is not None:
-        module.num_classes = num_classes
-    return module
 
 
 # ---- DAC: the loss and α ------------------------------------------------------------------------------------------
