@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from robustlearn.errors import ConfigError
-from robustlearn.method_settings import BadPath, apply_settings, set_dotted
+from robustlearn.method_settings import TUNED_PREFIX, BadPath, apply_settings, set_dotted
 from robustlearn.plugins import load_plugins
 from robustlearn.schema import BOOKKEEPING
 from robustlearn.validate import validate
@@ -140,7 +140,7 @@ def load_config(
     for item in overrides:
         _apply_override(data, item)
     tuned_for = [e.get("when") for e in data.get("settings") or [] if isinstance(e, dict)
-                 and str(e.get("name", "")).startswith("tuned: ")]
+                 and str(e.get("name", "")).startswith(TUNED_PREFIX)]
     apply_settings(data, overrides)
     check_tuned(data, tuned_for)
     return from_dict(data)
@@ -151,7 +151,7 @@ def check_tuned(data: dict, tuned_for: list) -> None:
     labelled tuned while it ran the defaults."""
     if not data.get("tuned") or not tuned_for:  # not tuned, or a resolved config (its settings consumed)
         return
-    if any(str(n).startswith("tuned: ") for n in data.get("settings_applied") or []):
+    if any(str(n).startswith(TUNED_PREFIX) for n in data.get("settings_applied") or []):
         return
     protocols = "; ".join(", ".join(f"{k}={v}" for k, v in (w or {}).items()) for w in tuned_for)
     raise ConfigError(f"method '{data.get('method')}' was tuned by `robustlearn tune` for other protocols than this "

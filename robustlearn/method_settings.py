@@ -26,6 +26,7 @@ from typing import Any
 from robustlearn.errors import ConfigError
 
 ENTRY_KEYS = ("name", "when", "set", "source")
+TUNED_PREFIX = "tuned: "  # the name of a settings entry `robustlearn tune` wrote starts so
 
 
 def dotted(key: str) -> str:

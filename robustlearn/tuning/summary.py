@@ -78,17 +78,16 @@ def trials_word(budgets: list[int]) -> str:
 
 
 PROTOCOL_KEYS = ("data.name", "data.subset", "noise.kind", "noise.rate", "trainer.epochs")  # what a tuned entry is for
-TUNED = "tuned: "  # the name prefix of a tuned settings entry
 
 
 def tuned_entry(study, spec, resolved: dict) -> dict:
     """The settings entry of one study: its best values, for runs of the protocol it was tuned on."""
-    from robustlearn.method_settings import lookup
+    from robustlearn.method_settings import TUNED_PREFIX, lookup
 
     best = study.best_trial
     when = {k: v for k in PROTOCOL_KEYS for found, v in [lookup(resolved, k)] if found and v is not None}
     return {
-        "name": TUNED + " ".join(f"{k}={v}" for k, v in when.items()),
+        "name": TUNED_PREFIX + " ".join(f"{k}={v}" for k, v in when.items()),
         "when": when,
         "set": dict(best.params),
         "source": (f"robustlearn tune, study {study.study_name}: {spec.trials} {trials_word([spec.trials])}, "

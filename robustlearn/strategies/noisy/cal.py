@@ -59,6 +59,7 @@ from robustlearn.errors import ConfigError
 from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
+from robustlearn.strategies.noisy.cores2 import all_label_losses
 from robustlearn.strategies.params import is_number, is_whole
 from robustlearn.strategies.restart import follow_stage, reinitialize_network, reset_optimizer, restart_schedule
 from robustlearn.tuning.space import Float
@@ -76,7 +77,7 @@ def seg_alpha(epoch: int, plan_epochs: float, alpha: float) -> float:
 
 def sieve_labels(logits: torch.Tensor, y: torch.Tensor, threshold: float) -> torch.Tensor:
     """ŷ (B,): the noisy label where -log(p_y) - mean_k(-log p_k) < -threshold (eps 1e-8), else the prediction."""
-    nll = -torch.log(torch.softmax(logits.float(), dim=1) + CE_EPS)
+    nll = all_label_losses(logits, CE_EPS)
     keep = nll.gather(1, y[:, None]).squeeze(1) - nll.mean(1) < -threshold
     return torch.where(keep, y, logits.argmax(1))
 
@@ -183,11 +184,9 @@ class CAL(Strategy):
 
     # ---- the step -----------------------------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, batch: dict, module: pl.LightningModule) -> torch.Tensor:
-        z = logits.float()
-        p = torch.softmax(z, dim=1)
-        ce = -torch.log(p.gather(1, batch["y"][:, None]).squeeze(1) + CE_EPS)
+        ce = all_label_losses(logits, CE_EPS).gather(1, batch["y"][:, None]).squeeze(1)
         prior = self.sqrt_prior if self.stage == 1 else self.noisy_prior
-        regulariser = (torch.log(p + REG_EPS) * prior.to(z.device)).sum(1)
+        regulariser = -(all_label_losses(logits, REG_EPS) * prior.to(logits.device)).sum(1)
         return ce - self.alpha(module.trainer.current_epoch) * regulariser
 
     def penalty(self, logits: torch.Tensor, batch: dict, module: pl.LightningModule) -> torch.Tensor | None:
@@ -196,7 +195,7 @@ class CAL(Strategy):
             if module.trainer.current_epoch == self.t1 - 1:  # the sieve, before this step's update
                 self.sieved.update(index, sieve_labels(logits.detach(), y, self.params.threshold))
             return None
-        ell = -torch.log(torch.softmax(logits.float(), dim=1) + REG_EPS)
+        ell = all_label_losses(logits, REG_EPS)
         term, counted, c = covariance_term(ell, y, self.sieved[index], self.transition, self.class_prior,
                                            self.loss_mean)
         k = ell.shape[1]

@@ -50,9 +50,9 @@ def beta_schedule(epochs: int, warmup: int, ramp: int, beta_max: float) -> list[
     return (out + [float(beta_max)] * max(0, epochs - len(out)))[:epochs]
 
 
-def all_label_losses(logits: torch.Tensor) -> torch.Tensor:
-    """-log(softmax(z) + 1e-8) for every class, (B, K)."""
-    return -torch.log(torch.softmax(logits.float(), dim=1) + LOG_EPS)
+def all_label_losses(logits: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+    """-log(softmax(z) + eps) for every class, (B, K); eps 1e-8 as the official CORES² code."""
+    return -torch.log(torch.softmax(logits.float(), dim=1) + eps)
 
 
 @STRATEGIES.register("cores2")
