@@ -11,7 +11,7 @@ from tests.protocol_helpers import smoke
 from tests.sync_guard import _WatchStrategies
 
 ENTRIES = {
-    "peer_loss": "{name: peer_loss}",
+    "peer_loss": "{name: peer_loss, warmup_epochs: 0}",
     "cores2": "{name: cores2}",
     "cal": "{name: cal, stage1_epochs: 1}",
     "t_revision": "{name: t_revision, warmup_epochs: 1}",
