@@ -28,7 +28,7 @@ ENTRIES = {
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_step_makes_no_host_sync(tmp_path, guarded_step, name):
-    epochs = 4 if name == "pes" else 3  # PES trains on the confident samples after its three stages
+    epochs = 3
     result = fit(smoke(tmp_path, f"strategies=[{ENTRIES[name]}]", f"trainer.epochs={epochs}", "noise.rate=0.4",
                        "data.n_train=300", "output.save_checkpoint=false"), quiet=True, callbacks=[_WatchStrategies()])
     assert result["status"] == "completed", result["error"]

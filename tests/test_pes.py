@@ -1,5 +1,5 @@
-"""PES (Bai et al. 2021): the phases, the class balance by hand, refinement that trains only the renewed layers, the
-confident set cleaner than the data, and exact resume across the phases."""
+"""PES (Bai et al. 2021): the plan, the class balance by hand, refinement passes that train only the renewed layers and
+leave a classifier that predicts, the confident set cleaner than the data, and exact resume across the refinement."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustlearn.runner import fit
-from robustlearn.strategies.noisy.pes import PES, class_balance, epochs_plan, renew, weight_layers
+from robustlearn.strategies.noisy.pes import PES, class_balance, first_stage, renew, weight_layers
 from tests.protocol_helpers import (
     Recorder,
     assert_bad_strategy_parameter,
@@ -21,8 +21,10 @@ from tests.protocol_helpers import (
 
 
 def test_plan_and_class_balance():
-    assert epochs_plan(PES.Params(), 200) == (25, 7, 5)  # the official CIFAR-10 plan
-    assert epochs_plan(PES.Params(), 8) == (1, 1, 1)
+    params = PES.Params()
+    assert (first_stage(params.t1, 200), params.t2, params.t3) == (25, 7, 5)  # the official CIFAR-10 plan
+    assert first_stage(None, 8) == 1 and first_stage(3, 8) == 3
+    assert PES(PES.Params(renew_layers=2)).refinements() == [(3, 7), (1, 5)]
     w = class_balance(torch.tensor([0, 0, 0, 1, 2, 2]), 4)  # counts 3, 1, 2, 0: mean of present 2
     assert w.tolist() == pytest.approx([2 / 3, 2.0, 1.0, 0.0])
 
@@ -40,40 +42,57 @@ def test_renew_resets_only_the_last_layers():
 
 def test_bad_parameters_are_refused():
     assert_bad_strategy_parameter("{name: pes, pes_lr: 0}", "pes_lr")
-    assert_bad_strategy_parameter("{name: pes, t1: 1, t2: 1, t3: 1}", "t1")  # the smoke run has 2 epochs
+    assert_bad_strategy_parameter("{name: pes, t2: -1}", "t2")
+    assert_bad_strategy_parameter("{name: pes, t1: 2}", "t1")  # the smoke run has 2 epochs
 
 
-class _FirstLayer(pl.Callback):
-    """The first weight layer's weights at the end of every epoch."""
+class _Layers(pl.Callback):
+    """The first and last weight layers' weights after each epoch's last step (before any epoch-end hook) and at the
+    start of each epoch (after every hook of the epoch before)."""
 
     def __init__(self):
-        self.snapshots = []
+        self.trained, self.started = [], []
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.snapshots.append(weight_layers(pl_module.net)[0].weight.detach().clone())
+    @staticmethod
+    def _copy(pl_module):
+        layers = weight_layers(pl_module.net)
+        return layers[0].weight.detach().clone(), layers[-1].weight.detach().clone()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == trainer.num_training_batches - 1:
+            self.trained.append(self._copy(pl_module))
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.started.append(self._copy(pl_module))
 
 
-def test_phases_refinement_and_a_cleaner_confident_set(tmp_path):
-    """40 % noise, 6 epochs, a 3-layer MLP; pes_lr raised to 0.01 for one-epoch refinements of 29 steps (the official
-    1e-4 is for 7 + 5 epochs of 390 steps)."""
-    rec, first = Recorder(), _FirstLayer()
-    result = fit(smoke(tmp_path, "noise.rate=0.4", "trainer.epochs=6", "model.hidden=[32, 32]",
-                       "strategies=[{name: pes, t1: 2, t2: 1, t3: 1, pes_lr: 0.01}]",
-                       "output.save_checkpoint=false"), quiet=True, callbacks=[rec, first])
+def test_refinement_trains_only_the_renewed_layers_and_leaves_a_classifier_that_predicts(tmp_path):
+    """40 % noise, a 3-layer MLP: 2 epochs of CE, then the official 7 + 5 refinement passes between epochs 1 and 2
+    (pes_lr raised to 0.01: a pass here is 28 steps, the official 1e-4 is for passes of 390), then confident
+    training. The refinement leaves the first layer as epoch 1 ended and replaces the classifier; the refined network
+    agrees with the noisy label on most training samples (above half; 4 classes), and the confident set is cleaner
+    than the data."""
+    rec, layers = Recorder(), _Layers()
+    result = fit(smoke(tmp_path, "noise.rate=0.4", "trainer.epochs=4", "model.hidden=[32, 32]",
+                       "strategies=[{name: pes, t1: 2, pes_lr: 0.01}]", "output.save_checkpoint=false"),
+                 quiet=True, callbacks=[rec, layers])
     assert result["status"] == "completed", result["error"]
-    assert [float(r["pes/phase"]) for r in rows(result["run_dir"])] == [1, 1, 2, 3, 4, 4]
-    # refinement epochs 2 and 3 leave the first layer as it was; training on confident samples moves it again
-    assert torch.equal(first.snapshots[1], first.snapshots[2]) and torch.equal(first.snapshots[2], first.snapshots[3])
-    assert not torch.equal(first.snapshots[3], first.snapshots[4])
+    table = rows(result["run_dir"])
+    assert [float(r["pes/phase"]) for r in table] == [1, 1, 2, 2]
+    assert [bool(r.get("pes/refine_loss")) for r in table] == [False, True, False, False]
+    (first_trained, last_trained), (first_refined, last_refined) = layers.trained[1], layers.started[2]
+    assert torch.equal(first_trained, first_refined) and not torch.equal(last_trained, last_refined)
+    assert not torch.equal(layers.trained[2][0], first_refined)  # confident training moves every layer again
+    assert float(table[2]["pes/confident_share"]) > 0.5
     assert_kept_set_cleaner(rec)
 
 
-RESUME = ["strategies=[{name: pes, t1: 1, t2: 1, t3: 1}]", "noise.rate=0.4", "trainer.epochs=5"]
+RESUME = ["strategies=[{name: pes, t1: 1, t2: 2, t3: 1, pes_lr: 0.01}]", "noise.rate=0.4", "trainer.epochs=4"]
 
 
-def test_resumes_exactly_in_a_refinement(tmp_path):
-    assert_resumes_exactly(tmp_path, RESUME, stop_epoch=2)
+def test_resumes_exactly_after_the_refinement(tmp_path):
+    assert_resumes_exactly(tmp_path, RESUME, stop_epoch=1)
 
 
 def test_resumes_exactly_on_the_confident_samples(tmp_path):
-    assert_resumes_exactly(tmp_path, RESUME, stop_epoch=4)
+    assert_resumes_exactly(tmp_path, RESUME, stop_epoch=3)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from robustlearn.runner import fit
-from robustlearn.strategies.noisy.pes_semi import pes_semi_loss, semi_plan
+from robustlearn.strategies.noisy.pes import first_stage
+from robustlearn.strategies.noisy.pes_semi import PESSemi, pes_semi_loss
 from tests.protocol_helpers import (
     Recorder,
     assert_bad_strategy_parameter,
@@ -19,10 +20,9 @@ from tests.protocol_helpers import (
 
 
 def test_plan_is_the_official_one_at_300_epochs():
-    from robustlearn.strategies.noisy.pes_semi import PESSemi
-
-    assert semi_plan(PESSemi.Params(), 300) == (20, 5)
-    assert semi_plan(PESSemi.Params(), 8) == (1, 1)
+    params = PESSemi.Params()
+    assert first_stage(params.t1, 300, PESSemi.t1_share) == 20 and first_stage(params.t1, 8, PESSemi.t1_share) == 1
+    assert PESSemi(params).refinements() == [(1, 5), (1, 0)]  # the classifier, 5 passes; no second refinement
 
 
 def test_loss_by_hand_without_mixing():
@@ -46,21 +46,21 @@ def test_loss_by_hand_without_mixing():
 
 def test_bad_parameters_are_refused():
     assert_bad_strategy_parameter("{name: pes_semi, lambda_u: -1}", "lambda_u")
-    assert_bad_strategy_parameter("{name: pes_semi, t1: 1, t2: 1}", "t1")  # the smoke run has 2 epochs
+    assert_bad_strategy_parameter("{name: pes_semi, t1: 2}", "t1")  # the smoke run has 2 epochs
 
 
 def test_phases_and_a_cleaner_labelled_set(tmp_path):
     rec = Recorder()
     result = fit(smoke(tmp_path, "noise.rate=0.4", "trainer.epochs=5", "model.hidden=[32, 32]",
-                       "strategies=[{name: pes_semi, t1: 2, t2: 1, pes_lr: 0.01, lambda_u: 10}]",
+                       "strategies=[{name: pes_semi, t1: 2, pes_lr: 0.01, lambda_u: 10}]",
                        "output.save_checkpoint=false"), quiet=True, callbacks=[rec])
     assert result["status"] == "completed", result["error"]
     table = rows(result["run_dir"])
-    assert [float(r["pes_semi/phase"]) for r in table] == [1, 1, 2, 4, 4]
+    assert [float(r["pes_semi/phase"]) for r in table] == [1, 1, 2, 2, 2]
     assert float(table[-1]["pes_semi/labelled"]) > 0.3
     assert_kept_set_cleaner(rec, 0.0, 1.0)
 
 
 def test_resumes_exactly_in_the_semi_supervised_phase(tmp_path):
-    assert_resumes_exactly(tmp_path, ["strategies=[{name: pes_semi, t1: 1, t2: 1, pes_lr: 0.01}]", "noise.rate=0.4",
+    assert_resumes_exactly(tmp_path, ["strategies=[{name: pes_semi, t1: 1, t2: 2, pes_lr: 0.01}]", "noise.rate=0.4",
                                       "trainer.epochs=4"], stop_epoch=3)

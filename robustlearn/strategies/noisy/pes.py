@@ -5,29 +5,34 @@ Labels", NeurIPS 2021; official code tmllab/PES (`PES_cs.py`: `noisy_refine`, `u
 `splite_confident`; `networks/ResNet.py`: `renew_layers`).
 
 Layers closer to the output memorise noisy labels sooner, so each part of the network is stopped early at its own
-time. In one run, with T1, T2, T3 epochs:
+time. In one run of E epochs:
 
 1. epochs [0, T1): cross-entropy on all the data, the run's optimiser (the early stop of the first layers);
-2. epochs [T1, T1 + T2): the last `renew_layers` weight layers before the classifier and the classifier are
-   re-initialised and trained alone (every other parameter frozen) with their own Adam (`pes_lr`, official 1e-4);
-3. epochs [T1 + T2, T1 + T2 + T3): the classifier is re-initialised again and trained alone, the same way;
-4. then every parameter trains again with the run's optimiser, each epoch on the *confident* samples only: those whose
-   prediction (one eval-mode pass over the training split, before the epoch) equals their noisy label, with
-   class-balanced cross-entropy, weight_k = mean_j(n_j) / n_k over the confident counts n_k (official
+2. at the end of epoch T1 - 1, the refinement, as the official `noisy_refine` (extra passes over the training data,
+   not epochs of the run): the last `renew_layers` weight layers before the classifier and the classifier are
+   re-initialised and trained alone (every other parameter frozen) for T2 passes with their own Adam (`pes_lr`,
+   official 1e-4) on cross-entropy; then the classifier is re-initialised again and trained alone for T3 passes;
+3. epochs [T1, E): every parameter trains again with the run's optimiser, each epoch on the *confident* samples
+   only: those whose prediction (one eval-mode pass over the training split, before the epoch) equals their noisy
+   label, with class-balanced cross-entropy, weight_k = mean_j(n_j) / n_k over the confident counts n_k (official
    `update_trainloader`); the batch's loss is the weighted mean, as PyTorch's weighted cross-entropy.
 
 "Weight layers" are the network's Linear and Conv modules in forward (registration) order; re-initialising a layer
 also re-initialises the normalisation layers registered after it (`reset_parameters`), from a generator seeded by the
-run's seed. `pes/phase` (1-4) and `pes/confident_share` are logged per epoch; `kept_mask()` gives the diagnostics the
-confident set.
+run's seed. A refinement pass visits the training split once in batches of the run's batch size (the last partial
+batch dropped), shuffled and augmented from generators seeded by (run seed, pass), in train mode. `pes/phase` (1, 2)
+and `pes/confident_share` are logged per epoch, `pes/refine_loss` (the last refinement pass's mean loss) once;
+`kept_mask()` gives the diagnostics the confident set.
 
-Defaults: the official CIFAR-10 plan is T1 = 25 of 200 epochs and T2 = 7, T3 = 5 extra refinement epochs; here the
-three are shares of the run (12.5 %, 3.5 %, 2.5 %, each at least one epoch), and `renew_layers: 1` (the official
-re-initialises ResNet's last block, `layer4`, with the classifier). Departures: the refinement epochs are part of the
-run's epochs, not extra ones; the official main optimiser keeps referring to the replaced layers' old parameters,
-so after refinement it trains only the earlier layers; here the renewed layers train again too (their optimiser state
-cleared); the confident set is predicted on unaugmented images. Single process only (refinement changes which
-parameters take gradients, which DDP does not allow).
+Defaults: the official CIFAR-10 plan, T1 = 25 of 200 epochs (here 12.5 % of the run, at least one epoch) and T2 = 7,
+T3 = 5 refinement passes (as official: whole passes, whatever the run's length), `renew_layers: 1` (the official
+re-initialises ResNet's last block, `layer4`, with the classifier). Departures: the official code refines at the start
+of epoch T1 and trains no ordinary step in that epoch (as the noisypy port reads it); here the refinement runs between
+epochs T1 - 1 and T1 and epoch T1 trains on the confident samples. The refinement's loss is cross-entropy even where a
+loss strategy runs (the official criterion at that point). The official main optimiser keeps referring to the
+replaced layers' old parameters, so after refinement it trains only the earlier layers; here the renewed layers train
+again too (their optimiser state cleared); the confident set is predicted on unaugmented images. Single process only
+(refinement changes which parameters take gradients, which DDP does not allow).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robustlearn.data.gpu_loader import epoch_seed
@@ -85,9 +91,36 @@ def class_balance(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return w
 
 
-def epochs_plan(params, epochs: int) -> tuple[int, int, int]:
-    share = lambda value, s: max(1, int(round(s * epochs))) if value is None else int(value)  # noqa: E731
-    return share(params.t1, 0.125), share(params.t2, 0.035), share(params.t3, 0.025)
+def first_stage(t1: int | None, epochs: int, share: float = 0.125) -> int:
+    """T1: `t1`, or null -> `share` of the run (at least one epoch)."""
+    return max(1, int(round(share * epochs))) if t1 is None else int(t1)
+
+
+def refine_passes(module: pl.LightningModule, dm, params: list[nn.Parameter], lr: float, passes: int, seed: int,
+                  salt: int) -> torch.Tensor | None:
+    """`passes` passes over the training split training only `params` (every other parameter frozen by the caller)
+    with Adam(lr) on cross-entropy, in train mode; returns the last pass's mean loss (a tensor), None if no pass."""
+    optimizer = torch.optim.Adam(params, lr=lr)
+    tensors, device = dm.train_tensors(), module.device
+    n, size, k = dm.train_size, dm.train_batch_size, module.num_classes
+    module.train()
+    last = None
+    with torch.enable_grad():
+        for p in range(passes):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, p, salt=salt)))
+            g = torch.Generator(device=device).manual_seed(epoch_seed(seed, p, salt=salt + 1))
+            total, steps = torch.zeros((), device=device), 0
+            for start in range(0, n - size + 1 if n >= size else 1, size):
+                idx = order[start:start + size]
+                x = dm.augment(tensors["x"][idx.to(tensors["x"].device)].to(device, non_blocking=True), g)
+                y = tensors["y"][idx.to(tensors["y"].device)].to(device, non_blocking=True)
+                loss = F.cross_entropy(module(x)[:, :k].float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, steps = total + loss.detach(), steps + 1
+            last = total / max(steps, 1)
+    return last
 
 
 @STRATEGIES.register("pes")
@@ -96,21 +129,24 @@ class PES(Strategy):
 
     sets_subset = True
     needs = ("datamodule", "num_classes")
-    state_attrs = ("class_weight", "refiner_state")
+    state_attrs = ("class_weight",)
+    t1_share = 0.125  # official CIFAR-10: T1 = 25 of 200 epochs
 
     @dataclass
     class Params:
         t1: int | None = None  # epochs of CE on all data (null: 12.5 % of the run; official 25 of 200)
-        t2: int | None = None  # epochs refining the renewed layers (null: 3.5 %; official 7)
-        t3: int | None = None  # epochs refining the classifier alone (null: 2.5 %; official 5)
+        t2: int = 7  # passes refining the renewed layers (official 7)
+        t3: int = 5  # passes refining the classifier alone (official 5)
         renew_layers: int = 1  # weight layers before the classifier renewed in the first refinement (official: 1 block)
         pes_lr: float = 1e-4  # Adam learning rate of the refinements (official 1e-4)
 
         def __post_init__(self):
-            for key in ("t1", "t2", "t3"):
+            if self.t1 is not None and not (is_whole(self.t1) and self.t1 >= 1):
+                raise ConfigError(f"pes: t1 = {self.t1!r} must be an integer >= 1 or null.", "t1")
+            for key in ("t2", "t3"):
                 value = getattr(self, key)
-                if value is not None and not (is_whole(value) and value >= 1):
-                    raise ConfigError(f"pes: {key} = {value!r} must be an integer >= 1 or null.", key)
+                if not (is_whole(value) and value >= 0):
+                    raise ConfigError(f"pes: {key} = {value!r} must be an integer >= 0 (refinement passes).", key)
             if not (is_whole(self.renew_layers) and self.renew_layers >= 0):
                 raise ConfigError(f"pes: renew_layers = {self.renew_layers!r} must be an integer >= 0.",
                                   "renew_layers")
@@ -120,50 +156,50 @@ class PES(Strategy):
     @classmethod
     def check_config(cls, params, cfg: dict) -> None:
         epochs = cfg["trainer"]["epochs"]
-        t1, t2, t3 = epochs_plan(params, epochs)
-        if t1 + t2 + t3 >= epochs:
-            raise ConfigError(f"t1 + t2 + t3 = {t1} + {t2} + {t3} is not below trainer.epochs = {epochs}: no epoch "
-                              "would train on the confident samples. Train longer or shorten the stages.", "t1")
+        t1 = first_stage(params.t1, epochs, cls.t1_share)
+        if t1 >= epochs:
+            raise ConfigError(f"t1 = {t1} is not below trainer.epochs = {epochs}: no epoch would train after the "
+                              "refinement. Train longer or lower t1.", "t1")
 
     def __init__(self, params=None, position: int = 0):
         super().__init__(params, position)
-        self.class_weight: torch.Tensor | None = None  # (K,) on the training device, phase 4
-        self.refiner_state: dict | None = None  # the refinement Adam's state (checkpoint)
-        self.refiner: torch.optim.Optimizer | None = None
-        self.plan = (1, 1, 1)
+        self.class_weight: torch.Tensor | None = None  # (K,) on the training device, phase 2
+        self.t1 = 1
         self._confident: torch.Tensor | None = None
 
-    # ---- phases -----------------------------------------------------------------------------------------------
     def phase(self, epoch: int) -> int:
-        t1, t2, t3 = self.plan
-        return 1 if epoch < t1 else 2 if epoch < t1 + t2 else 3 if epoch < t1 + t2 + t3 else 4
+        return 1 if epoch < self.t1 else 2
+
+    def refinements(self) -> list[tuple[int, int]]:
+        """(weight layers renewed, passes) of each refinement, in order."""
+        return [(self.params.renew_layers + 1, self.params.t2), (1, self.params.t3)]
 
     def _net(self, pl_module: pl.LightningModule) -> nn.Module:
         return getattr(pl_module, "net", pl_module)
 
-    def _refine(self, pl_module: pl.LightningModule, last: int, phase: int, fresh: bool) -> None:
-        """Freeze every parameter but the last `last` weight layers' (renewed if `fresh`), and give those an Adam."""
-        net = self._net(pl_module)
-        seed = epoch_seed(torch.initial_seed(), phase, salt=600 + self.position)
-        if fresh:
+    def refine(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The official noisy_refine, each refinement in turn; then every parameter trains again."""
+        net, dm = self._net(pl_module), self.datamodule(trainer)
+        renewed: set[int] = set()
+        loss = None
+        for i, (last, passes) in enumerate(self.refinements()):
+            if passes <= 0:
+                continue  # official: refine_times <= 0 leaves the model as it is
+            seed = epoch_seed(torch.initial_seed(), i, salt=600 + self.position)
             params = renew(net, last, seed)
-        else:
-            params = [p for m in renewed_modules(net, last) for p in m.parameters(recurse=False)]
-        keep = {id(p) for p in params}
-        for p in net.parameters():
-            p.requires_grad_(id(p) in keep)
-        self.refiner = torch.optim.Adam(params, lr=self.params.pes_lr)
-
-    def _release(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        net = self._net(pl_module)
-        renewed = {id(p) for p in self.refiner.param_groups[0]["params"]} if self.refiner is not None else set()
+            keep = {id(p) for p in params}
+            renewed |= keep
+            for p in net.parameters():
+                p.requires_grad_(id(p) in keep)
+            loss = refine_passes(pl_module, dm, params, self.params.pes_lr, passes, seed, salt=700 + self.position)
         for p in net.parameters():
             p.requires_grad_(True)
         for opt in trainer.optimizers:  # stale momentum of the replaced weights
             for p in list(opt.state):
                 if id(p) in renewed:
                     del opt.state[p]
-        self.refiner, self.refiner_state = None, None
+        if loss is not None:
+            self.log_metric(pl_module, "refine_loss", loss)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -171,26 +207,16 @@ class PES(Strategy):
         if trainer.world_size > 1:
             raise ConfigError("pes: runs in a single process only (its refinements change which parameters take "
                               "gradients, which DistributedDataParallel does not allow).", "strategies")
-        self.plan = epochs_plan(self.params, int(trainer.max_epochs or 1))
+        self.t1 = first_stage(self.params.t1, int(trainer.max_epochs or 1), self.t1_share)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        phase = self.phase(trainer.current_epoch)  # a resumed run re-enters its phase; the weights are restored
         subset = self.datamodule(trainer).train_subset
-        if phase == 4 and subset is not None:
+        if self.phase(trainer.current_epoch) == 2 and subset is not None:  # a resumed run: its confident set
             self._confident = torch.zeros(self.datamodule(trainer).train_size, dtype=torch.bool)
             self._confident[subset] = True
-        if phase in (2, 3):
-            self._refine(pl_module, self.params.renew_layers + 1 if phase == 2 else 1, phase, fresh=False)
-            if self.refiner_state is not None:
-                self.refiner.load_state_dict(self.refiner_state)
-
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
-        if self.refiner is not None:
-            self.refiner.step()
-            self.refiner.zero_grad(set_to_none=True)  # the run's optimiser sees no gradient in a refinement
 
     def weights(self, per_sample, logits, batch, weights, module):
-        if self.class_weight is None or self.phase(module.trainer.current_epoch) < 4:
+        if self.class_weight is None or self.phase(module.trainer.current_epoch) < 2:
             return weights
         w = self.class_weight.to(weights.device)[batch["y"]].to(weights.dtype)
         return weights * w / w.mean().clamp_min(torch.finfo(w.dtype).tiny)
@@ -198,19 +224,12 @@ class PES(Strategy):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         self.log_metric(pl_module, "phase", float(self.phase(epoch)))
-        nxt = self.phase(epoch + 1)
-        if nxt != self.phase(epoch):
-            if nxt == 2:
-                self._refine(pl_module, self.params.renew_layers + 1, 2, fresh=True)
-            elif nxt == 3:
-                self._refine(pl_module, 1, 3, fresh=True)
-            elif nxt == 4:
-                self._release(trainer, pl_module)
-        self.refiner_state = None if self.refiner is None else self.refiner.state_dict()
-        if nxt == 4 and epoch + 1 < trainer.max_epochs:
-            self._choose_confident(trainer, pl_module)
-        if self._confident is not None and self.phase(epoch) == 4:
+        if self._confident is not None and self.phase(epoch) == 2:
             self.log_metric(pl_module, "confident_share", float(self._confident.float().mean()))
+        if epoch + 1 == self.t1:
+            self.refine(trainer, pl_module)
+        if self.phase(epoch + 1) == 2 and epoch + 1 < trainer.max_epochs:
+            self._choose_confident(trainer, pl_module)
 
     def predict_confident(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, ...]:
         """(noisy labels, confident mask), both on the CPU: one eval pass, confident where prediction = label."""

@@ -4,8 +4,9 @@ Bai, Yang, Han, Yang, Li, Mao, Niu & Liu, NeurIPS 2021 (the semi-supervised vari
 (`PES_semi.py`: `MixMatch_train`, `update_trainloader`, `linear_rampup`).
 
 1. epochs [0, T1): cross-entropy on all the data;
-2. epochs [T1, T1 + T2): the classifier re-initialised and trained alone (Adam, `pes_lr`), as `pes`'s refinement;
-3. then, every epoch, one eval pass splits the training split into confident samples (prediction = noisy label:
+2. at the end of epoch T1 - 1: the classifier re-initialised and trained alone for T2 passes over the training data
+   (Adam, `pes_lr`), `pes`'s refinement (official `noisy_refine(model, train_loader, 0, T2)`);
+3. then, every epoch from T1, one eval pass splits the training split into confident samples (prediction = noisy label:
    labelled, target the one-hot label) and the rest (unlabelled, target sharpen(mean of the network's predictions on
    two augmented views, T)); each step mixes the 2B view rows (lam ~ Beta(alpha, alpha), lam <- max(lam, 1 - lam),
    one permutation; alpha 4, then 0.75 from half of the run, as the official code) and trains on
@@ -15,8 +16,8 @@ Bai, Yang, Han, Yang, Li, Mao, Niu & Liu, NeurIPS 2021 (the semi-supervised vari
 
    with t = epoch + step / steps (the official `linear_rampup(epoch + batch_idx / num_iter, T1)`).
 
-Defaults: the official CIFAR-10 values lambda_u 150, T 0.5, alpha 4, pes_lr 1e-4, T2 5 of 300 epochs and T1 20 of
-300, here as shares of the run (6.7 % and 1.7 %, at least one epoch each). The per-sample values returned have the
+Defaults: the official CIFAR-10 values lambda_u 150, T 0.5, alpha 4, pes_lr 1e-4, T2 = 5 refinement passes and
+T1 = 20 of 300 epochs, here 6.7 % of the run (at least one epoch). The per-sample values returned have the
 step's loss as their mean (as DivideMix's, `dividemix.semi_supervised_loss`). Departures: the official code draws
 labelled and unlabelled batches from two loaders in the shares of the two sets; here every batch of the split holds
 both kinds in the split's proportion; the second view is `datamodule.views` of the stored images; single process.
@@ -72,6 +73,8 @@ class PESSemi(PES):
 
     @dataclass
     class Params(PES.Params):
+        t2: int = 5  # passes refining the classifier (official 5)
+        t3: int = 0  # no second refinement (official)
         renew_layers: int = 0  # the refinement renews the classifier only (official noisy_refine(model, 0, T2))
         temperature: float = 0.5  # sharpening temperature (official 0.5)
         alpha: float = 4.0  # Beta(alpha, alpha) of the mixing; 0.75 from half of the run (official)
@@ -86,19 +89,7 @@ class PESSemi(PES):
             if not (is_number(self.lambda_u) and self.lambda_u >= 0):
                 raise ConfigError(f"pes_semi: lambda_u = {self.lambda_u!r} must be a number >= 0.", "lambda_u")
 
-    @classmethod
-    def check_config(cls, params, cfg: dict) -> None:
-        epochs = cfg["trainer"]["epochs"]
-        t1, t2 = semi_plan(params, epochs)
-        if t1 + t2 >= epochs:
-            raise ConfigError(f"t1 + t2 = {t1} + {t2} is not below trainer.epochs = {epochs}: no epoch would train "
-                              "semi-supervised. Train longer or shorten the stages.", "t1")
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage == "fit":
-            t1, t2 = semi_plan(self.params, int(trainer.max_epochs or 1))
-            self.plan = (t1, t2, 0)
+    t1_share = 20 / 300  # official CIFAR-10: T1 = 20 of 300 epochs
 
     def _choose_confident(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The confident mask (labelled) and the capped class weights for the next epoch; every sample trains."""
@@ -108,13 +99,13 @@ class PESSemi(PES):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        if self.phase(trainer.current_epoch) == 4 and self._confident is None:
+        if self.phase(trainer.current_epoch) == 2 and self._confident is None:
             self._choose_confident(trainer, pl_module)  # a resumed run: the split the uninterrupted one made
 
     def loss(self, logits: torch.Tensor, batch: dict, module: pl.LightningModule) -> torch.Tensor:
         trainer = module.trainer
         epoch, k, y = trainer.current_epoch, module.num_classes, batch["y"]
-        if self.phase(epoch) < 4:
+        if self.phase(epoch) < 2:
             return torch.nn.functional.cross_entropy(logits[:, :k].float(), y, reduction="none")
         step = trainer.global_step
         x2 = self.datamodule(trainer).views(batch["index"], 1)[0]
@@ -125,7 +116,7 @@ class PESSemi(PES):
         perm = perm.to(logits.device)
         labelled = self._confident.to(logits.device)[batch["index"]]
         t = epochs_done(trainer)
-        lambda_u = self.params.lambda_u * linear_ramp(t, self.plan[0], RAMP_EPOCHS)
+        lambda_u = self.params.lambda_u * linear_ramp(t, self.t1, RAMP_EPOCHS)
         per_sample, parts = pes_semi_loss((batch["x"], x2), own, y, labelled, self.class_weight,
                                           lambda z: module(z)[:, :k], lam, perm, self.params.temperature, lambda_u)
         self.log_step(module, "labelled", labelled.float().mean(), len(y))
@@ -136,7 +127,3 @@ class PESSemi(PES):
     def weights(self, per_sample, logits, batch, weights, module):
         return weights  # the class weights are inside Lx
 
-
-def semi_plan(params, epochs: int) -> tuple[int, int]:
-    share = lambda value, s: max(1, int(round(s * epochs))) if value is None else int(value)  # noqa: E731
-    return share(params.t1, 20 / 300), share(params.t2, 5 / 300)
