@@ -56,7 +56,7 @@ def test_phases_and_a_cleaner_labelled_set(tmp_path):
                        "output.save_checkpoint=false"), quiet=True, callbacks=[rec])
     assert result["status"] == "completed", result["error"]
     table = rows(result["run_dir"])
-    assert [float(r["pes_semi/phase"]) for r in table] == [1, 1, 2, 2, 2]
+    assert [float(r["pes_semi/stage"]) for r in table] == [1, 1, 2, 2, 2]
     assert float(table[-1]["pes_semi/labelled"]) > 0.3
     assert_kept_set_cleaner(rec, 0.0, 1.0)
 

@@ -20,8 +20,9 @@ time. In one run of E epochs:
 "Weight layers" are the network's Linear and Conv modules in forward (registration) order; re-initialising a layer
 also re-initialises the normalisation layers registered after it (`reset_parameters`), from a generator seeded by the
 run's seed. A refinement pass visits the training split once in batches of the run's batch size (the last partial
-batch dropped), shuffled and augmented from generators seeded by (run seed, pass), in train mode. `pes/phase` (1, 2)
-and `pes/confident_share` are logged per epoch, `pes/refine_loss` (the last refinement pass's mean loss) once;
+batch dropped), shuffled and augmented from generators seeded by (run seed, pass), in train mode. `pes/stage` (1, 2:
+the best-validation epoch is chosen in stage 2, the network the method delivers) and `pes/confident_share` are
+logged per epoch, `pes/refine_loss` (the last refinement pass's mean loss) once;
 `kept_mask()` gives the diagnostics the confident set.
 
 Defaults: the official CIFAR-10 plan, T1 = 25 of 200 epochs (here 12.5 % of the run, at least one epoch) and T2 = 7,
@@ -223,7 +224,7 @@ class PES(Strategy):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        self.log_metric(pl_module, "phase", float(self.phase(epoch)))
+        self.log_metric(pl_module, "stage", float(self.phase(epoch)))
         if self._confident is not None and self.phase(epoch) == 2:
             self.log_metric(pl_module, "confident_share", float(self._confident.float().mean()))
         if epoch + 1 == self.t1:
