@@ -22,8 +22,8 @@ from tests.protocol_helpers import (
 
 def test_plan_and_class_balance():
     params = PES.Params()
-    assert (first_stage(params.t1, 200), params.t2, params.t3) == (25, 7, 5)  # the official CIFAR-10 plan
-    assert first_stage(None, 8) == 1 and first_stage(3, 8) == 3
+    assert (first_stage(params.t1, 200, PES.t1_share), params.t2, params.t3) == (25, 7, 5)  # official CIFAR-10
+    assert first_stage(None, 8, PES.t1_share) == 1 and first_stage(3, 8, PES.t1_share) == 3
     assert PES(PES.Params(renew_layers=2)).refinements() == [(3, 7), (1, 5)]
     w = class_balance(torch.tensor([0, 0, 0, 1, 2, 2]), 4)  # counts 3, 1, 2, 0: mean of present 2
     assert w.tolist() == pytest.approx([2 / 3, 2.0, 1.0, 0.0])

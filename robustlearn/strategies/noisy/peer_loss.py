@@ -98,8 +98,9 @@ class PeerLoss(Strategy):
     @classmethod
     def check_config(cls, params, cfg: dict) -> None:
         epochs = cfg.get("trainer", {}).get("epochs", 0)
-        if epochs and params.alpha > 0 and epochs - warmup_of(params.warmup_epochs, epochs) < 2:
-            raise ConfigError(f"warmup_epochs = {warmup_of(params.warmup_epochs, epochs)} leaves fewer than 2 of "
+        warmup = warmup_of(params.warmup_epochs, epochs)
+        if epochs and params.alpha > 0 and epochs - warmup < 2:
+            raise ConfigError(f"warmup_epochs = {warmup} leaves fewer than 2 of "
                               f"trainer.epochs = {epochs} for the peer term, whose weight rises from 0 over them: "
                               "it would never be used. Lower warmup_epochs or train longer.", "warmup_epochs")
 

@@ -92,7 +92,7 @@ def class_balance(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return w
 
 
-def first_stage(t1: int | None, epochs: int, share: float = 0.125) -> int:
+def first_stage(t1: int | None, epochs: int, share: float) -> int:
     """T1: `t1`, or null -> `share` of the run (at least one epoch)."""
     return max(1, int(round(share * epochs))) if t1 is None else int(t1)
 
@@ -111,7 +111,7 @@ def refine_passes(module: pl.LightningModule, dm, params: list[nn.Parameter], lr
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, p, salt=salt)))
             g = torch.Generator(device=device).manual_seed(epoch_seed(seed, p, salt=salt + 1))
             total, steps = torch.zeros((), device=device), 0
-            for start in range(0, n - size + 1 if n >= size else 1, size):
+            for start in range(0, max(n - size + 1, 1), size):  # the last partial batch dropped
                 idx = order[start:start + size]
                 x = dm.augment(tensors["x"][idx.to(tensors["x"].device)].to(device, non_blocking=True), g)
                 y = tensors["y"][idx.to(tensors["y"].device)].to(device, non_blocking=True)
