@@ -47,14 +47,12 @@ samples per class for the per-class thresholds; the fold models must be reasonab
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from robustlearn.data.gpu_loader import epoch_seed
 from robustlearn.errors import ConfigError, RunFailed
@@ -62,6 +60,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.params import is_whole
+from robustlearn.strategies.passes import bf16_autocast, train_pass
 from robustlearn.strategies.scoring import scoring
 
 # cleanlab 2.x's filter_by options (cleanlab.filter.find_label_issues)
@@ -77,12 +76,6 @@ def _device_rng(device: torch.device):
     return torch.random.fork_rng(devices=devices)
 
 
-def _autocast(trainer: pl.Trainer, device: torch.device):
-    if str(trainer.precision).startswith("bf16"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_fold_model(module: pl.LightningModule, dm, train_idx: np.ndarray, epochs: int, seed: int,
                      fold: int) -> torch.nn.Module:
     """A fresh network trained on the positions `train_idx` for `epochs` epochs (cross-entropy, cosine LR)."""
@@ -96,28 +89,16 @@ def train_fold_model(module: pl.LightningModule, dm, train_idx: np.ndarray, epoc
     n = len(train_idx)
     per_epoch = n // batch if getattr(module, "compiled", False) and n >= batch else -(-n // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * per_epoch))
-    clip = trainer.gradient_clip_val
     order_gen = torch.Generator().manual_seed(epoch_seed(seed, fold, salt=_SALT + 1))
-    aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(seed, fold, salt=_SALT + 2))
-    store = tensors["y"].device
+    views = torch.Generator(device=device).manual_seed(epoch_seed(seed, fold, salt=_SALT + 2))
     idx_all = torch.as_tensor(train_idx, dtype=torch.long)
-    k = module.num_classes
     net.train()
     for _ in range(epochs):
         order = idx_all[torch.randperm(n, generator=order_gen)]
-        for step in range(per_epoch):
-            pos = order[step * batch : (step + 1) * batch].to(store)
-            x = dm.augment(tensors["x"][pos].to(device, non_blocking=True), aug_gen)
-            y = tensors["y"][pos].to(device, non_blocking=True)
-            with _autocast(trainer, device):
-                logits = net(x)
-            loss = F.cross_entropy(logits[:, :k].float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), float(clip))
-            opt.step()
-            sched.step()
+        batches = [order[step * batch : (step + 1) * batch] for step in range(per_epoch)]
+        train_pass(net, dm, tensors["x"], tensors["y"], batches, views, opt, device, classes=module.num_classes,
+                   schedule=sched, clip=trainer.gradient_clip_val or 0.0,
+                   autocast=lambda: bf16_autocast(trainer, device))
     return net
 
 
@@ -128,7 +109,7 @@ def predict_probs(module: pl.LightningModule, dm, net: torch.nn.Module, idx: np.
     pos = torch.as_tensor(idx, dtype=torch.long)
     size = dm.data_cfg.eval_batch_size
     out = []
-    with scoring(net), _autocast(module.trainer, module.device):
+    with scoring(net), bf16_autocast(module.trainer, module.device):
         for start in range(0, len(pos), size):
             x = tensors["x"][pos[start : start + size].to(store)].to(module.device, non_blocking=True)
             out.append(torch.softmax(net(x)[:, : module.num_classes].float(), dim=1).double().cpu())

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustlearn.data.gpu_loader import epoch_seed
@@ -51,6 +50,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.full_pass import full_pass
 from robustlearn.strategies.params import is_number, is_whole
+from robustlearn.strategies.passes import train_pass
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -103,24 +103,15 @@ def refine_passes(module: pl.LightningModule, dm, params: list[nn.Parameter], lr
     with Adam(lr) on cross-entropy, in train mode; returns the last pass's mean loss (a tensor), None if no pass."""
     optimizer = torch.optim.Adam(params, lr=lr)
     tensors, device = dm.train_tensors(), module.device
-    n, size, k = dm.train_size, dm.train_batch_size, module.num_classes
+    n, size = dm.train_size, dm.train_batch_size
     module.train()
     last = None
-    with torch.enable_grad():
-        for p in range(passes):
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, p, salt=salt)))
-            g = torch.Generator(device=device).manual_seed(epoch_seed(seed, p, salt=salt + 1))
-            total, steps = torch.zeros((), device=device), 0
-            for start in range(0, max(n - size + 1, 1), size):  # the last partial batch dropped
-                idx = order[start:start + size]
-                x = dm.augment(tensors["x"][idx.to(tensors["x"].device)].to(device, non_blocking=True), g)
-                y = tensors["y"][idx.to(tensors["y"].device)].to(device, non_blocking=True)
-                loss = F.cross_entropy(module(x)[:, :k].float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, steps = total + loss.detach(), steps + 1
-            last = total / max(steps, 1)
+    for p in range(passes):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, p, salt=salt)))
+        views = torch.Generator(device=device).manual_seed(epoch_seed(seed, p, salt=salt + 1))
+        batches = [order[start:start + size] for start in range(0, max(n - size + 1, 1), size)]  # last partial dropped
+        last = train_pass(module, dm, tensors["x"], tensors["y"], batches, views, optimizer, device,
+                          classes=module.num_classes)
     return last
 
 

@@ -69,6 +69,7 @@ from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.full_pass import full_pass
 from robustlearn.strategies.params import is_whole
+from robustlearn.strategies.passes import train_pass
 from robustlearn.strategies.scoring import scoring
 
 _SALT = 7505
@@ -95,13 +96,8 @@ def train_irreducible_model(module: pl.LightningModule, dm, x: torch.Tensor, y: 
         views = torch.Generator(device=device).manual_seed(epoch_seed(seed, 2, salt=_SALT))
         net.train()
         for _ in range(epochs):
-            for chunk in torch.randperm(len(y), generator=order).split(batch_size):
-                xb = dm.augment(x[chunk].to(device, non_blocking=True), views)
-                loss = F.cross_entropy(net(xb).float(), y[chunk].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+            batches = torch.randperm(len(y), generator=order).split(batch_size)
+            train_pass(net, dm, x, y, batches, views, optimizer, device, schedule=schedule)
     return net
 
 
