@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from robustlearn.leaderboard.stats import DRAWS, SEED  # noqa: E402
-from robustlearn.leaderboard.time_to_target import SHARES, TARGET_SHARE, markdown, time_to_target  # noqa: E402
+from robustlearn.leaderboard.time_to_target import SHARES, TARGET_SHARE, time_to_target  # noqa: E402
+from robustlearn.leaderboard.time_to_target_tables import markdown  # noqa: E402
 from robustlearn.leaderboard.wallclock import curves, plot  # noqa: E402
 from robustlearn.tracking.store import ResultsStore  # noqa: E402
 

@@ -20,7 +20,7 @@ from robustlearn.epoch_means import EpochMeans
 from robustlearn.errors import ConfigError
 from robustlearn.module import RobustClassifier
 from robustlearn.runner import fit
-from robustlearn.strategies.noisy.dividemix import DivideMix, clean_probability, semi_supervised_loss
+from robustlearn.strategies.noisy.dividemix import DivideMix, clean_probability
 from robustlearn.strategies.noisy.mixmatch import (
     guess_labels,
     labelled_rows,
@@ -28,6 +28,7 @@ from robustlearn.strategies.noisy.mixmatch import (
     negative_entropy,
     prior_penalty,
     refine_labels,
+    semi_supervised_loss,
     sharpen,
     unlabelled_rows,
 )

@@ -14,11 +14,11 @@ from robustlearn.leaderboard.time_to_target import (
     accuracy_at,
     bootstrap_geomean,
     crossing_time,
-    markdown,
     ratio_to_baseline,
     target_accuracy,
     time_to_target,
 )
+from robustlearn.leaderboard.time_to_target_tables import markdown
 from robustlearn.leaderboard.wallclock import Curve, plot
 
 ROOT = Path(__file__).resolve().parents[1]

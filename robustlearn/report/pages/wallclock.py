@@ -11,7 +11,7 @@ from pathlib import Path
 
 from robustlearn.leaderboard.stats import t_interval
 from robustlearn.leaderboard.time_to_target import TARGET_SHARE, time_to_target
-from robustlearn.leaderboard.time_to_target import markdown as time_tables
+from robustlearn.leaderboard.time_to_target_tables import markdown as time_tables
 from robustlearn.leaderboard.wallclock import Curve, plot
 from robustlearn.report.bundle import Bundle
 from robustlearn.report.numbers import num, pct, table

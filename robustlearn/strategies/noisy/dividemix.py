@@ -83,16 +83,7 @@ from robustlearn.registry import STRATEGIES
 from robustlearn.strategies.base import Strategy
 from robustlearn.strategies.buffers import PerSampleBuffer
 from robustlearn.strategies.full_pass import full_pass
-from robustlearn.strategies.noisy.mixmatch import (
-    guess_labels,
-    labelled_rows,
-    mixup,
-    negative_entropy,
-    prior_penalty,
-    refine_labels,
-    unlabelled_rows,
-)
-from robustlearn.strategies.noisy.targets import one_hot
+from robustlearn.strategies.noisy.mixmatch import negative_entropy, semi_supervised_loss
 from robustlearn.strategies.owned import OwnedNetwork
 from robustlearn.strategies.params import is_number, is_whole
 from robustlearn.strategies.ramps import epochs_done, linear_ramp
@@ -116,47 +107,6 @@ def clean_probability(losses, random_state: int = 0) -> np.ndarray:
         warnings.simplefilter("ignore", ConvergenceWarning)  # 10 iterations, as the official code, often stop early
         gmm.fit(normed)
     return gmm.predict_proba(normed)[:, int(gmm.means_.argmin())]
-
-
-def semi_supervised_loss(
-    views: tuple[torch.Tensor, torch.Tensor],
-    own: tuple[torch.Tensor, torch.Tensor],
-    other: tuple[torch.Tensor, torch.Tensor],
-    y: torch.Tensor,
-    w: torch.Tensor,
-    labelled: torch.Tensor,
-    forward,
-    lam: float,
-    perm: torch.Tensor,
-    temperature: float,
-    lambda_u: float,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One network's DivideMix loss on a batch of B samples, as B per-sample values whose mean is the loss.
-
-    `views`: the two augmented views (B, ...); `own`: the network's probabilities on them (train mode, no gradient);
-    `other`: the other network's (eval mode); `y` the noisy labels, `w` (B,) the clean probabilities from the other
-    network's mixture, `labelled` (B,) bool (w > p_threshold); `forward` the network (logits of its K classes);
-    `lam` = λ' ≥ 1/2 and `perm` a permutation of the 2B rows; `lambda_u` the ramped weight of Lu.
-    Returns (per-sample values, {"lx", "lu", "prior"}) — no read of the device."""
-    b = len(y)
-    k = own[0].shape[1]
-    with torch.no_grad():
-        refined = refine_labels(one_hot(y, k), w.float(), (own[0] + own[1]) / 2, temperature)
-        guessed = guess_labels((own[0], own[1], other[0], other[1]), temperature)
-        target = torch.where(labelled[:, None], refined, guessed)
-        mixed_targets = mixup(torch.cat([target, target]), lam, perm)
-    mixed_inputs = mixup(torch.cat([views[0], views[1]]), lam, perm)
-    logits = forward(mixed_inputs).float()
-    lab = torch.cat([labelled, labelled]).float()  # a mixed row keeps the role of its leading (λ' ≥ 1/2) sample
-    n_lab, n_unl = lab.sum().clamp_min(1.0), (1.0 - lab).sum().clamp_min(1.0)
-    lx_rows = labelled_rows(logits, mixed_targets)
-    lu_rows = unlabelled_rows(logits, mixed_targets)
-    prior = prior_penalty(logits)
-    rows = lab * lx_rows / n_lab + lambda_u * (1.0 - lab) * lu_rows / n_unl + prior / (2 * b)
-    per_sample = b * (rows[:b] + rows[b:])
-    parts = {"lx": (lab * lx_rows).sum().detach() / n_lab, "lu": ((1.0 - lab) * lu_rows).sum().detach() / n_unl,
-             "prior": prior.detach()}
-    return per_sample, parts
 
 
 def _probabilities(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -15,13 +15,14 @@ their formulas. p = softmax(z), K classes, T the temperature:
 
 As in the official code (github.com/LiJunnan1992/DivideMix, `Train_cifar.py`): the targets are built without
 gradient; λ' ≥ 1/2 keeps the mixed row closest to its own (first) sample, whose labelled or unlabelled role it keeps.
+`semi_supervised_loss` composes them into one network's DivideMix loss on a batch: Lx + λu · Lu + prior penalty.
 """
 
 from __future__ import annotations
 
 import torch
 
-from robustlearn.strategies.noisy.targets import soft_cross_entropy
+from robustlearn.strategies.noisy.targets import one_hot, soft_cross_entropy
 
 
 def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,3 +75,44 @@ def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Per row Σ_k p_k log p_k: the official warm-up's confidence penalty for asymmetric noise."""
     log_p = torch.log_softmax(_wide(logits), dim=1)
     return (log_p.exp() * log_p).sum(1)
+
+
+def semi_supervised_loss(
+    views: tuple[torch.Tensor, torch.Tensor],
+    own: tuple[torch.Tensor, torch.Tensor],
+    other: tuple[torch.Tensor, torch.Tensor],
+    y: torch.Tensor,
+    w: torch.Tensor,
+    labelled: torch.Tensor,
+    forward,
+    lam: float,
+    perm: torch.Tensor,
+    temperature: float,
+    lambda_u: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One network's DivideMix loss on a batch of B samples, as B per-sample values whose mean is the loss.
+
+    `views`: the two augmented views (B, ...); `own`: the network's probabilities on them (train mode, no gradient);
+    `other`: the other network's (eval mode); `y` the noisy labels, `w` (B,) the clean probabilities from the other
+    network's mixture, `labelled` (B,) bool (w > p_threshold); `forward` the network (logits of its K classes);
+    `lam` = λ' ≥ 1/2 and `perm` a permutation of the 2B rows; `lambda_u` the ramped weight of Lu.
+    Returns (per-sample values, {"lx", "lu", "prior"}) — no read of the device."""
+    b = len(y)
+    k = own[0].shape[1]
+    with torch.no_grad():
+        refined = refine_labels(one_hot(y, k), w.float(), (own[0] + own[1]) / 2, temperature)
+        guessed = guess_labels((own[0], own[1], other[0], other[1]), temperature)
+        target = torch.where(labelled[:, None], refined, guessed)
+        mixed_targets = mixup(torch.cat([target, target]), lam, perm)
+    mixed_inputs = mixup(torch.cat([views[0], views[1]]), lam, perm)
+    logits = forward(mixed_inputs).float()
+    lab = torch.cat([labelled, labelled]).float()  # a mixed row keeps the role of its leading (λ' ≥ 1/2) sample
+    n_lab, n_unl = lab.sum().clamp_min(1.0), (1.0 - lab).sum().clamp_min(1.0)
+    lx_rows = labelled_rows(logits, mixed_targets)
+    lu_rows = unlabelled_rows(logits, mixed_targets)
+    prior = prior_penalty(logits)
+    rows = lab * lx_rows / n_lab + lambda_u * (1.0 - lab) * lu_rows / n_unl + prior / (2 * b)
+    per_sample = b * (rows[:b] + rows[b:])
+    parts = {"lx": (lab * lx_rows).sum().detach() / n_lab, "lu": ((1.0 - lab) * lu_rows).sum().detach() / n_unl,
+             "prior": prior.detach()}
+    return per_sample, parts

@@ -18,7 +18,7 @@ Bai, Yang, Han, Yang, Li, Mao, Niu & Liu, NeurIPS 2021 (the semi-supervised vari
 
 Defaults: the official CIFAR-10 values lambda_u 150, T 0.5, alpha 4, pes_lr 1e-4, T2 = 5 refinement passes and
 T1 = 20 of 300 epochs, here 6.7 % of the run (at least one epoch). The per-sample values returned have the
-step's loss as their mean (as DivideMix's, `dividemix.semi_supervised_loss`). Departures: the official code draws
+step's loss as their mean (as DivideMix's, `mixmatch.semi_supervised_loss`). Departures: the official code draws
 labelled and unlabelled batches from two loaders in the shares of the two sets; here every batch of the split holds
 both kinds in the split's proportion; the second view is `datamodule.views` of the stored images; single process.
 """

@@ -1,0 +1,75 @@
+"""The time-to-target report as Markdown: the time-to-target table, then accuracy at shares of the budget, each with
+a note stating its rules (the definitions are in `time_to_target.py`)."""
+
+from __future__ import annotations
+
+from robustlearn.leaderboard.stats import Interval, Paired
+from robustlearn.leaderboard.time_to_target import TimeToTarget
+
+
+def _interval(low: float | None, high: float | None, fmt: str) -> str:
+    return "" if low is None or high is None else f" [{format(low, fmt)}, {format(high, fmt)}]"
+
+
+def markdown(report: TimeToTarget) -> str:
+    """The time-to-target table, then accuracy at shares of the budget, each with a note stating its rules."""
+    b, pct = report.baseline, round(100 * report.level)
+    lines = [
+        f"Target: {100 * report.target_share:g} % of {b}'s mean final test accuracy ({100 * report.baseline_final:.2f}"
+        f" %) = **{100 * report.target:.2f} %**. Budget: {b}'s median final training time, {report.budget:.1f} s.",
+        "",
+        f"| method | n | seeds reaching the target | median time to target (s) | time to target / {b}'s, geometric "
+        f"mean [{pct} % bootstrap] | test acc at {b}'s final time (%) [{pct} % t] | Δ vs {b} there (points) "
+        f"[{pct} % t] |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in report.methods:
+        median = "–" if m.median_crossing is None else f"{m.median_crossing:.1f}"
+        r = m.ratio
+        ratio = "–" if r.geomean is None else f"{r.geomean:.2f}{_interval(r.low, r.high, '.2f')}"
+        if r.geomean is not None and r.n < m.n:
+            ratio += f" (over {r.n} of {m.n} seeds)"
+        end = m.at_share(1.0)
+        lines.append(f"| {m.method} | {m.n} | {m.reached} of {m.n} | {median} | {ratio} | {_acc(end.acc)} | "
+                     f"{_delta(end.delta, m.method == b)} |")
+    lines += [
+        "",
+        f"Crossing time: the training time (`train_s_total`, evaluation excluded) at which a seed's test accuracy "
+        f"first reaches the target, linearly interpolated between the two evaluations that bracket it. Ratio: per "
+        f"seed, the method's crossing time over {b}'s on the same seed, over the seeds where both reached the target "
+        f"(seeds that never reached are counted in the third column, not in the ratio); geometric mean, {pct} % "
+        f"percentile bootstrap over seeds (B = {report.draws}, numpy Generator seed {report.seed}). Accuracy at a "
+        f"time: linear interpolation between evaluations, the final accuracy after a run's end; Δ: paired over the "
+        f"seeds shared with {b}, mean difference with its {pct} % t interval.",
+        "",
+    ]
+    shares = [a.share for a in report.methods[0].at]
+    head = " | ".join(f"{100 * s:g} % ({s * report.budget:.1f} s)" for s in shares)
+    lines += [f"Test accuracy (%) at shares of {b}'s budget, mean over the seeds with an evaluation by then (Δ vs "
+              f"{b} in points [{pct} % t], paired over the seeds both have there):", "",
+              f"| method | {head} |", "|---|" + "---:|" * len(shares)]
+    for m in report.methods:
+        cells = []
+        for a in m.at:
+            acc = "–" if a.acc is None else f"{100 * a.acc.mean:.2f}"
+            if a.acc is not None and a.acc.n < m.n:
+                acc += f" ({a.acc.n} of {m.n} seeds)"
+            cells.append(acc if m.method == b or a.delta is None else f"{acc} ({_delta(a.delta, False)})")
+        lines.append(f"| {m.method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _acc(acc: Interval | None) -> str:
+    if acc is None:
+        return "–"
+    if acc.low is None or acc.high is None:
+        return f"{100 * acc.mean:.2f}"
+    return f"{100 * acc.mean:.2f} [{100 * acc.low:.2f}, {100 * acc.high:.2f}]"
+
+
+def _delta(d: Paired | None, is_baseline: bool) -> str:
+    if is_baseline:
+        return "baseline"
+    if d is None:
+        return "–"
+    return f"{100 * d.delta:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
