@@ -91,7 +91,8 @@ def test_twice_as_fast_on_every_seed_is_a_ratio_of_one_half_with_a_degenerate_in
     assert fast.ratio.ratios == {0: 0.5, 1: 0.5, 2: 0.5}
     assert (fast.ratio.geomean, fast.ratio.low, fast.ratio.high) == (0.5, 0.5, 0.5)
     assert fast.reached == 3
-    assert "| fast | 3 | 3 of 3 |" in markdown(_report()) and "| 0.50 [0.50, 0.50] |" in markdown(_report())
+    table = markdown(_report())
+    assert "| fast | 3 | 3 of 3 |" in table and "| 0.50 [0.50, 0.50] (t [0.50, 0.50]) |" in table
 
 
 def test_seeds_that_never_reach_are_counted_and_the_ratio_is_over_the_others():
@@ -110,6 +111,30 @@ def test_seeds_that_never_reach_are_counted_and_the_ratio_is_over_the_others():
     one = ratio_to_baseline({0: 10.0}, {0: 20.0})
     assert (one.geomean, one.low, one.high) == (0.5, None, None)  # one ratio: no interval
     assert ratio_to_baseline({0: None}, {0: 20.0}).geomean is None
+
+
+def test_the_t_interval_of_the_log_ratios_by_hand_and_the_faster_rule_needs_both_intervals():
+    # ratios 0.5, 1, 2: log ratios -log 2, 0, log 2, mean 0, sd log 2; t_0.975,2 = 4.302653 (docs/leaderboard.md)
+    wide = ratio_to_baseline({0: 5.0, 1: 10.0, 2: 20.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    half = 4.302653 * math.log(2) / math.sqrt(3)
+    assert (wide.t_low, wide.t_high) == pytest.approx((math.exp(-half), math.exp(half)), rel=1e-6)
+    assert (round(wide.t_low, 3), round(wide.t_high, 2)) == (0.179, 5.59)
+    assert not wide.below_one and not wide.above_one
+    # five seeds, four well below 1: the percentile bootstrap stays inside the observed ratios and excludes 1, the
+    # t interval does not, so the method is not called faster
+    times = {0: 9.3, 1: 10.5, 2: 7.4, 3: 8.1, 4: 6.2}
+    mixed = ratio_to_baseline(times, dict.fromkeys(times, 10.0))
+    assert mixed.high < 1.0 < mixed.t_high and not mixed.below_one
+    logs = [math.log(t / 10.0) for t in times.values()]
+    m = sum(logs) / 5
+    sd = math.sqrt(sum((v - m) ** 2 for v in logs) / 4)
+    assert mixed.t_high == pytest.approx(math.exp(m + 2.776445 * sd / math.sqrt(5)), rel=1e-6)  # t_0.975,4
+    # faster on every seed by about half: both intervals below 1
+    fast = ratio_to_baseline({0: 5.0, 1: 5.2, 2: 4.9}, {0: 10.0, 1: 10.0, 2: 10.0})
+    assert fast.below_one and not fast.above_one
+    assert ratio_to_baseline({0: 20.0, 1: 21.0, 2: 19.0}, {0: 10.0, 1: 10.0, 2: 10.0}).above_one
+    one = ratio_to_baseline({0: 5.0}, {0: 10.0})
+    assert (one.t_low, one.t_high) == (None, None) and not one.below_one
 
 
 def test_the_bootstrap_is_deterministic():
@@ -190,5 +215,5 @@ def test_the_benchmark_writes_the_table_and_the_plot(tmp_path, monkeypatch):
     module.main()
     text = (tmp_path / "out" / "tta.md").read_text()
     assert "Target: 99 % of ce's mean final test accuracy (90.00 %) = **89.10 %**" in text
-    assert "| ce | 3 | 3 of 3 | 35.5 | 1.00 [1.00, 1.00] |" in text and "| 2 of 3 |" in text
+    assert "| ce | 3 | 3 of 3 | 35.5 | 1.00 [1.00, 1.00] (t [1.00, 1.00]) |" in text and "| 2 of 3 |" in text
     assert (tmp_path / "out" / "tta_time.png").read_bytes()[:4] == b"\x89PNG"

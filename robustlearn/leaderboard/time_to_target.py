@@ -25,7 +25,10 @@ accuracy", says the same):
   numpy Generator seeded with `seed` (0) per method makes the draws: the same input gives the same output, and a
   method's interval does not depend on the other methods. With one ratio: no interval. The baseline against
   itself gives rₛ = 1 on every seed that reached, hence exactly 1 [1, 1]. With 2 or 3 seeds the interval is (nearly
-  always) the range of the ratios: 1/27 of the resamples of 3 seeds take the smallest three times.
+  always) the range of the ratios: 1/27 of the resamples of 3 seeds take the smallest three times. A percentile
+  bootstrap is too narrow with few seeds (it cannot reach beyond the observed ratios), so the **t interval of the log
+  ratios** is given beside it: exp(mean ± t₀.₉₇₅,ₙ₋₁ · s / √n) over log rₛ (`stats.t_interval`). A method is faster
+  (slower) than the baseline where **both** intervals lie below (above) 1 (`Ratio.below_one`, `above_one`).
 - **Never reached.** Seeds that never reach a* are counted and reported ("k of n reached"), not dropped silently:
   the ratio and its interval are over the seeds that reached (and whose baseline seed reached), which is stated
   beside it whenever that is fewer than the method's seeds. Leaving them out favours the method: read the count
@@ -174,13 +177,26 @@ def bootstrap_geomean(
 
 @dataclass(frozen=True)
 class Ratio:
-    """Geometric mean of the per-seed ratios method / baseline with its bootstrap interval (None with < 2 ratios);
-    `ratios` seed -> rₛ over the seeds where both reached the target."""
+    """Geometric mean of the per-seed ratios method / baseline with its bootstrap interval and the t interval of
+    the log ratios, exponentiated (each None with < 2 ratios); `ratios` seed -> rₛ over the seeds where both reached
+    the target."""
 
     geomean: float | None
     low: float | None
     high: float | None
     ratios: dict[Hashable, float]
+    t_low: float | None = None
+    t_high: float | None = None
+
+    @property
+    def below_one(self) -> bool:
+        """Both intervals lie below 1: faster than the baseline by both."""
+        return self.high is not None and self.t_high is not None and self.high < 1.0 and self.t_high < 1.0
+
+    @property
+    def above_one(self) -> bool:
+        """Both intervals lie above 1: slower than the baseline by both."""
+        return self.low is not None and self.t_low is not None and self.low > 1.0 and self.t_low > 1.0
 
     @property
     def n(self) -> int:
@@ -195,7 +211,8 @@ def ratio_to_baseline(
     level: float = LEVEL,
 ) -> Ratio:
     """Per seed both have, rₛ = method time / baseline time where both are positive numbers (reached); their
-    geometric mean and its percentile bootstrap interval (`bootstrap_geomean`)."""
+    geometric mean, its percentile bootstrap interval (`bootstrap_geomean`) and exp of the t interval of log rₛ
+    (`stats.t_interval`), which does not narrow with few seeds as the percentile bootstrap does."""
     ratios = {k: float(t) / float(baseline_times[k]) for k, t in method_times.items()
               if t is not None and t > 0 and baseline_times.get(k) is not None and baseline_times[k] > 0}
     if not ratios:
@@ -203,7 +220,9 @@ def ratio_to_baseline(
     values = np.asarray(list(ratios.values()))
     interval = bootstrap_geomean(values, draws, seed, level)
     low, high = interval if interval is not None else (None, None)
-    return Ratio(float(_geomean(values)), low, high, ratios)
+    logs = t_interval(np.log(values), level)
+    t_low, t_high = (None, None) if logs.low is None else (math.exp(logs.low), math.exp(logs.high))
+    return Ratio(float(_geomean(values)), low, high, ratios, t_low, t_high)
 
 
 @dataclass(frozen=True)

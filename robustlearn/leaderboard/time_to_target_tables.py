@@ -19,14 +19,16 @@ def markdown(report: TimeToTarget) -> str:
         f" %) = **{100 * report.target:.2f} %**. Budget: {b}'s median final training time, {report.budget:.1f} s.",
         "",
         f"| method | n | seeds reaching the target | median time to target (s) | time to target / {b}'s, geometric "
-        f"mean [{pct} % bootstrap] | test acc at {b}'s final time (%) [{pct} % t] | Δ vs {b} there (points) "
-        f"[{pct} % t] |",
+        f"mean [{pct} % bootstrap] (t [{pct} % t on log ratios]) | test acc at {b}'s final time (%) [{pct} % t] | "
+        f"Δ vs {b} there (points) [{pct} % t] |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in report.methods:
         median = "–" if m.median_crossing is None else f"{m.median_crossing:.1f}"
         r = m.ratio
         ratio = "–" if r.geomean is None else f"{r.geomean:.2f}{_interval(r.low, r.high, '.2f')}"
+        if r.t_low is not None:
+            ratio += f" (t{_interval(r.t_low, r.t_high, '.2f')})"
         if r.geomean is not None and r.n < m.n:
             ratio += f" (over {r.n} of {m.n} seeds)"
         end = m.at_share(1.0)
@@ -38,7 +40,9 @@ def markdown(report: TimeToTarget) -> str:
         f"first reaches the target, linearly interpolated between the two evaluations that bracket it. Ratio: per "
         f"seed, the method's crossing time over {b}'s on the same seed, over the seeds where both reached the target "
         f"(seeds that never reached are counted in the third column, not in the ratio); geometric mean, {pct} % "
-        f"percentile bootstrap over seeds (B = {report.draws}, numpy Generator seed {report.seed}). Accuracy at a "
+        f"percentile bootstrap over seeds (B = {report.draws}, numpy Generator seed {report.seed}), and the {pct} % t "
+        f"interval of the log ratios, exponentiated (the bootstrap is too narrow with few seeds; a method is faster "
+        f"or slower only where both intervals exclude 1). Accuracy at a "
         f"time: linear interpolation between evaluations, the final accuracy after a run's end; Δ: paired over the "
         f"seeds shared with {b}, mean difference with its {pct} % t interval.",
         "",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from robustlearn.leaderboard.stats import t_interval
 from robustlearn.leaderboard.time_to_target import TARGET_SHARE, time_to_target
 from robustlearn.leaderboard.time_to_target_tables import markdown as time_tables
 from robustlearn.leaderboard.wallclock import Curve, plot
@@ -31,19 +30,27 @@ def runs_by_method(bundle: Bundle) -> dict[str, list[dict]]:
     return out
 
 
+def span(values, digits=0, scale=1.0) -> str:
+    """min–max of the values that are not None, or the one value where both round alike; "–" for none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    lo, hi = scale * min(values), scale * max(values)
+    return num(lo, digits) if num(lo, digits) == num(hi, digits) else f"{num(lo, digits)}–{num(hi, digits)}"
+
+
+def last_tau(bundle: Bundle, runs: list[dict]) -> list[float | None]:
+    """τ̄ (`presample/tau`) of each run's last epoch; None for a run that logs none."""
+    taus = [bundle.series(r["run"]["run_id"], "presample/tau") for r in runs]
+    return [t[-1][1] if t else None for t in taus]
+
+
 def switch_rows(bundle: Bundle, found: dict[str, list[dict]]) -> str:
     """Per method: training seconds actually used, epochs finished, share of epochs' steps sampled, first epoch with
     sampling on, τ̄ in the last epoch (ranges over seeds)."""
-    def span(values, digits=0, scale=1.0):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "–"
-        lo, hi = scale * min(values), scale * max(values)
-        return num(lo, digits) if num(lo, digits) == num(hi, digits) else f"{num(lo, digits)}–{num(hi, digits)}"
-
     rows = []
     for method, runs in sorted(found.items(), key=lambda kv: (kv[0] != BASELINE, kv[0])):
-        trained, epochs, sampled, first, tau, samples = [], [], [], [], [], []
+        trained, epochs, sampled, first, samples = [], [], [], [], []
         for r in runs:
             rid = r["run"]["run_id"]
             trained.append(r["series"][-1][0])
@@ -54,10 +61,8 @@ def switch_rows(bundle: Bundle, found: dict[str, list[dict]]) -> str:
             if active:
                 sampled.append(statistics.mean(v for _, v in active))
                 first.append(next((e for e, v in active if v > 0), None))
-                taus = bundle.series(rid, "presample/tau")
-                tau.append(taus[-1][1] if taus else None)
         rows.append([method, len(runs), span(trained, 1), span(epochs), span(samples),
-                     span(sampled, 0, 100) + (" %" if sampled else ""), span(first), span(tau, 2)])
+                     span(sampled, 0, 100) + (" %" if sampled else ""), span(first), span(last_tau(bundle, runs), 2)])
     header = ["method", "seeds", "training time used (s)", "epochs finished", "samples trained per epoch (mean)",
               "steps sampled", "switch first on (epoch)", "τ̄ in the last epoch"]
     return table(header, rows)
@@ -73,23 +78,26 @@ def context(bundle: Bundle, figures: Path) -> dict:
     (figures / "time.png").write_bytes(plot(curves, "test accuracy against training time (evaluation excluded)",
                                             target=report.target, crossings=crossings, reached=reached))
     rows = {m.method: m for m in report.methods}
-    final = {m: t_interval(r["series"][-1][1] for r in runs) for m, runs in found.items()}
 
     def method(name: str) -> dict:
         m = rows.get(name)
         at_end = m.at_share(1.0) if m else None
         d = at_end.delta if at_end else None
         return {
-            "name": name, "present": m is not None,
-            "final": pct(final[name].mean) if name in final else "–",
+            "name": name, "present": m is not None, "tau": span(last_tau(bundle, found.get(name, [])), 2),
+            "final": pct(at_end.acc.mean) if at_end and at_end.acc else "–",  # at the baseline's budget, as `delta`
             "ratio": "–" if m is None or m.ratio.geomean is None else num(m.ratio.geomean, 2),
             "ratio_low": "–" if m is None or m.ratio.low is None else num(m.ratio.low, 2),
             "ratio_high": "–" if m is None or m.ratio.high is None else num(m.ratio.high, 2),
             "reached": f"{m.reached} of {m.n}" if m else "–",
             "delta": "–" if d is None else f"{100 * d.delta:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]".replace(
                 "-", "−"),
-            "slower": bool(m and m.ratio.low is not None and m.ratio.low > 1.0),
-            "faster": bool(m and m.ratio.high is not None and m.ratio.high < 1.0),
+            "t_low": "–" if m is None or m.ratio.t_low is None else num(m.ratio.t_low, 2),
+            "t_high": "–" if m is None or m.ratio.t_high is None else num(m.ratio.t_high, 2),
+            "slower": bool(m and m.ratio.above_one), "faster": bool(m and m.ratio.below_one),
+            "bootstrap_only": bool(m and (m.ratio.high is not None and m.ratio.high < 1.0
+                                          or m.ratio.low is not None and m.ratio.low > 1.0)
+                                   and not (m.ratio.below_one or m.ratio.above_one)),
             "untimed": bool(m and m.ratio.low is None),  # fewer than two seeds reached the target on both sides
             "better": bool(d and d.low > 0), "worse": bool(d and d.high < 0),
         }
