@@ -152,7 +152,7 @@ def sweep_throughput(s: Suite, p: dict) -> None:
                    str(q["runs"]), "--json", str(out), *q["overrides"]]
             code, tail = s.run(cmd, limit)
             if code == 0 and out.is_file():
-                rows.append(json.loads(out.read_text())[0])
+                rows.append(json.loads(out.read_text())["rows"][0])
             else:
                 rows.append({"workers": n, "skipped" if code is None else "failed": tail[-500:] or "time budget"})
         done = [r for r in rows if "runs_per_min" in r]

@@ -12,7 +12,9 @@ are too small to fill it alone. Prints runs/minute and the speed-up over one wor
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
 import tempfile
 import time
@@ -61,12 +63,19 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", default=["data.subset=20000", "trainer.epochs=3"])
     a = p.parse_args()
     rows = measure(Path(a.base), a.workers, a.runs, a.overrides)
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(f"{a.runs} runs of {Path(a.base).name} {' '.join(a.overrides)}")
     print(f"{'workers':>7} {'seconds':>9} {'runs/min':>9} {'speed-up':>9}")
     for r in rows:
         print(f"{r['workers']:>7} {r['seconds']:>9.1f} {r['runs_per_min']:>9.2f} {r['speedup']:>9.2f}")
     if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=2))
+        base = Path(a.base).resolve()
+        Path(a.json).write_text(json.dumps({
+            "date": datetime.date.today().isoformat(), "device": device,
+            "base": str(base.relative_to(ROOT) if base.is_relative_to(ROOT) else base), "runs": a.runs,
+            "overrides": a.overrides, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

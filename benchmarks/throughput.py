@@ -16,6 +16,7 @@ is not counted; the raw loop runs before and after ours. Prints seconds per epoc
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import sys
@@ -114,7 +115,8 @@ def measure(config: str | Path, overrides: list[str], epochs: int = 4, compiled:
     raw_s = statistics.median((raw[1:] + raw2[1:]) or raw)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     return {
-        "device": name, "model": cfg.model.name, "dataset": cfg.data.name, "train_size": dm.train_size,
+        "date": datetime.date.today().isoformat(), "device": name, "model": cfg.model.name,
+        "dataset": cfg.data.name, "train_size": dm.train_size,
         "batch_size": cfg.data.batch_size, "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
         "compiled": compiled, "ours_s_per_epoch": ours_s, "raw_s_per_epoch": raw_s, "ratio": ours_s / raw_s,
         "ours_epochs": ours, "raw_epochs": raw + raw2, "status": result["status"],
@@ -137,7 +139,7 @@ def main() -> None:
     print(f"robustlearn {out['ours_s_per_epoch']:.3f} s/epoch   raw PyTorch {out['raw_s_per_epoch']:.3f} s/epoch   "
           f"ratio {out['ratio']:.3f}")
     if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=2))
+        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

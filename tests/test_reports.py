@@ -125,7 +125,7 @@ def test_an_unknown_page_is_refused(fake_page):
 def test_every_generated_page_is_what_its_committed_data_renders_to(name, tmp_path):
     p = page(name, root=ROOT)
     assert p.data.is_dir(), f"{p.data} is missing: export it with `robustlearn report {name} --export`"
-    expected = render(p, load(p.data), tmp_path / "figures")
+    expected = render(p, p.read(), tmp_path / "figures")
     assert p.path.read_text() == expected, (
         f"{name} differs from what its data renders to: regenerate it with `robustlearn report {name}` "
         f"(edit {p.template.name} for the text), never by hand")
