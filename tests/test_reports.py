@@ -198,6 +198,40 @@ def test_the_wallclock_page_pairs_each_method_with_uniform_on_its_seed(tmp_path)
     assert (tmp_path / "fig" / "time.png").stat().st_size > 0
 
 
+def test_the_wallclock_page_judges_end_differences_with_holm_over_its_family(tmp_path):
+    # At the end, "a" is above uniform by 1.0, 1.4, 1.8 points (paired t over 3 seeds: p = 0.026, interval
+    # [+0.41, +2.39] excludes 0); "b" and "c" differ by nothing on average. Holm over the three: 3 p = 0.078 > 0.05,
+    # so "a" is not called better; alone (b and c dropped from the family) it would be.
+    from robustlearn.report.pages import wallclock
+
+    offsets = {"ce": [0.0, 0.0, 0.0], "a": [0.010, 0.014, 0.018], "b": [0.01, -0.01, 0.0], "c": [-0.01, 0.01, 0.0]}
+
+    def bundle(methods, folder):
+        root = folder / "runs"
+        for method in methods:
+            for seed, off in enumerate(offsets[method]):
+                run_id = f"{method}-{seed}"
+                run_dir = root / run_id
+                run_dir.mkdir(parents=True)
+                lines = ["epoch,test/acc,train_s_total"] + [f"{e},{0.6 + 0.1 * e + off},{10.0 * (e + 1)}"
+                                                            for e in range(3)]
+                (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+                ResultsStore(root / "results.sqlite").record({
+                    "run_id": run_id, "sweep": "s", "method": method, "seed": seed, "config_hash": run_id,
+                    "status": "completed", "epochs_done": 3, "run_dir": str(run_dir), "tags": [],
+                    "finished_at": 0.0})
+        export([Source(str(root / "results.sqlite"))], folder / "b")
+        (folder / "fig").mkdir()
+        return wallclock.context(load(folder / "b"), folder / "fig")
+
+    family = bundle(["ce", "a", "b", "c"], tmp_path / "family")
+    a = family["methods"]["a"]
+    assert a["delta"] == "+1.40 [+0.41, +2.39]" and a["p_holm"] == "0.078" and not a["better"], a
+    assert family["family"] == 3 and not family["holm"]["a"]["rejected"]
+    alone = bundle(["ce", "a"], tmp_path / "alone")
+    assert alone["methods"]["a"]["better"] and alone["methods"]["a"]["p_holm"] == "0.026"
+
+
 def test_the_report_command_needs_a_page_and_refuses_an_unknown_one(capsys):
     assert main(["report"]) == 2
     assert "name the pages" in capsys.readouterr().err

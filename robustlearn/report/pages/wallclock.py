@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from robustlearn.leaderboard.stats import Paired, holm
 from robustlearn.leaderboard.time_to_target import TARGET_SHARE, time_to_target
 from robustlearn.leaderboard.time_to_target_tables import markdown as time_tables
 from robustlearn.leaderboard.wallclock import Curve, plot
@@ -68,7 +69,9 @@ def switch_rows(bundle: Bundle, found: dict[str, list[dict]]) -> str:
     return table(header, rows)
 
 
-def context(bundle: Bundle, figures: Path) -> dict:
+def context(bundle: Bundle, figures: Path, extra: dict[str, Paired | None] | None = None) -> dict:
+    """The page's values. End-of-budget differences are judged with Holm's correction over the page's family: every
+    method against the baseline, plus the `extra` paired comparisons a page adds (their adjusted p under "holm")."""
     found = runs_by_method(bundle)
     report = time_to_target({m: [{"seed": r["seed"], "series": r["series"]} for r in runs]
                              for m, runs in found.items()}, baseline=BASELINE, target_share=TARGET_SHARE)
@@ -78,6 +81,9 @@ def context(bundle: Bundle, figures: Path) -> dict:
     (figures / "time.png").write_bytes(plot(curves, "test accuracy against training time (evaluation excluded)",
                                             target=report.target, crossings=crossings, reached=reached))
     rows = {m.method: m for m in report.methods}
+    family = {name: m.at_share(1.0).delta for name, m in rows.items() if name != BASELINE}
+    family.update(extra or {})
+    adjusted = holm({k: d.p for k, d in family.items() if d is not None})
 
     def method(name: str) -> dict:
         m = rows.get(name)
@@ -99,7 +105,9 @@ def context(bundle: Bundle, figures: Path) -> dict:
                                           or m.ratio.low is not None and m.ratio.low > 1.0)
                                    and not (m.ratio.below_one or m.ratio.above_one)),
             "untimed": bool(m and m.ratio.low is None),  # fewer than two seeds reached the target on both sides
-            "better": bool(d and d.low > 0), "worse": bool(d and d.high < 0),
+            "p_holm": "–" if name not in adjusted else num(adjusted[name][0], 3),
+            "better": bool(d and d.low > 0 and adjusted[name][1]),
+            "worse": bool(d and d.high < 0 and adjusted[name][1]),
         }
 
     seeds = sorted({int(r["seed"]) for r in bundle.runs})
@@ -111,4 +119,6 @@ def context(bundle: Bundle, figures: Path) -> dict:
         "exported": bundle.manifest.get("exported", ""),
         "methods": {name: method(name) for name in found},
         "others": [method(name) for name in sorted(found) if name != BASELINE],
+        "holm": {k: {"p": num(p, 3), "rejected": r} for k, (p, r) in adjusted.items()},
+        "family": len(adjusted),
     }
