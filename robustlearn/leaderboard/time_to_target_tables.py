@@ -3,7 +3,7 @@ a note stating its rules (the definitions are in `time_to_target.py`)."""
 
 from __future__ import annotations
 
-from robustlearn.leaderboard.stats import Interval, Paired
+from robustlearn.leaderboard.render import difference, interval
 from robustlearn.leaderboard.time_to_target import TimeToTarget
 
 
@@ -32,8 +32,8 @@ def markdown(report: TimeToTarget) -> str:
         if r.geomean is not None and r.n < m.n:
             ratio += f" (over {r.n} of {m.n} seeds)"
         end = m.at_share(1.0)
-        lines.append(f"| {m.method} | {m.n} | {m.reached} of {m.n} | {median} | {ratio} | {_acc(end.acc)} | "
-                     f"{_delta(end.delta, m.method == b)} |")
+        lines.append(f"| {m.method} | {m.n} | {m.reached} of {m.n} | {median} | {ratio} | {interval(end.acc)} | "
+                     f"{difference(end.delta, False, m.method == b)} |")
     lines += [
         "",
         f"Crossing time: the training time (`train_s_total`, evaluation excluded) at which a seed's test accuracy "
@@ -58,22 +58,6 @@ def markdown(report: TimeToTarget) -> str:
             acc = "–" if a.acc is None else f"{100 * a.acc.mean:.2f}"
             if a.acc is not None and a.acc.n < m.n:
                 acc += f" ({a.acc.n} of {m.n} seeds)"
-            cells.append(acc if m.method == b or a.delta is None else f"{acc} ({_delta(a.delta, False)})")
+            cells.append(acc if m.method == b or a.delta is None else f"{acc} ({difference(a.delta, False, False)})")
         lines.append(f"| {m.method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _acc(acc: Interval | None) -> str:
-    if acc is None:
-        return "–"
-    if acc.low is None or acc.high is None:
-        return f"{100 * acc.mean:.2f}"
-    return f"{100 * acc.mean:.2f} [{100 * acc.low:.2f}, {100 * acc.high:.2f}]"
-
-
-def _delta(d: Paired | None, is_baseline: bool) -> str:
-    if is_baseline:
-        return "baseline"
-    if d is None:
-        return "–"
-    return f"{100 * d.delta:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"

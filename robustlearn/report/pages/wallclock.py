@@ -9,12 +9,12 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from robustlearn.leaderboard.stats import Paired, holm
-from robustlearn.leaderboard.time_to_target import TARGET_SHARE, time_to_target
+from robustlearn.leaderboard.stats import Paired, holm, paired
+from robustlearn.leaderboard.time_to_target import TARGET_SHARE, Ratio, ratio_to_baseline, time_to_target
 from robustlearn.leaderboard.time_to_target_tables import markdown as time_tables
 from robustlearn.leaderboard.wallclock import Curve, plot
 from robustlearn.report.bundle import Bundle
-from robustlearn.report.numbers import num, pct, table
+from robustlearn.report.numbers import delta_ci, num, pct, table
 
 BASELINE = "ce"
 
@@ -69,9 +69,29 @@ def switch_rows(bundle: Bundle, found: dict[str, list[dict]]) -> str:
     return table(header, rows)
 
 
-def context(bundle: Bundle, figures: Path, extra: dict[str, Paired | None] | None = None) -> dict:
-    """The page's values. End-of-budget differences are judged with Holm's correction over the page's family: every
-    method against the baseline, plus the `extra` paired comparisons a page adds (their adjusted p under "holm")."""
+def ratio_values(r: Ratio) -> dict:
+    """A ratio of crossing times for a template: the geometric mean, both intervals, and the verdict flags."""
+    return {
+        "ratio": num(r.geomean, 2), "ratio_low": num(r.low, 2), "ratio_high": num(r.high, 2),
+        "t_low": num(r.t_low, 2), "t_high": num(r.t_high, 2), "seeds": r.n,
+        "slower": r.above_one, "faster": r.below_one,
+        "bootstrap_only": ((r.high is not None and r.high < 1.0 or r.low is not None and r.low > 1.0)
+                           and not (r.below_one or r.above_one)),
+        "untimed": r.low is None,  # fewer than two seeds reached the target on both sides
+    }
+
+
+def delta_values(d: Paired | None, adjusted: tuple[float, bool] | None) -> dict:
+    """A paired end-of-budget difference for a template, judged with its Holm-adjusted p (`adjusted`)."""
+    rejected = bool(adjusted and adjusted[1])
+    return {"delta": delta_ci(d), "p_holm": "–" if adjusted is None else num(adjusted[0], 3),
+            "better": bool(d and d.low > 0 and rejected), "worse": bool(d and d.high < 0 and rejected)}
+
+
+def context(bundle: Bundle, figures: Path, pairs: dict[str, tuple[str, str]] | None = None) -> dict:
+    """The page's values. `pairs` (name -> (method a, method b)) adds head-to-head comparisons of two methods, paired
+    by seed: a's crossing time of the target over b's, and a − b at the baseline's budget. End-of-budget differences
+    are judged with Holm's correction over the page's family: every method against the baseline, and the pairs."""
     found = runs_by_method(bundle)
     report = time_to_target({m: [{"seed": r["seed"], "series": r["series"]} for r in runs]
                              for m, runs in found.items()}, baseline=BASELINE, target_share=TARGET_SHARE)
@@ -81,44 +101,34 @@ def context(bundle: Bundle, figures: Path, extra: dict[str, Paired | None] | Non
     (figures / "time.png").write_bytes(plot(curves, "test accuracy against training time (evaluation excluded)",
                                             target=report.target, crossings=crossings, reached=reached))
     rows = {m.method: m for m in report.methods}
+    heads = {key: (ratio_to_baseline(rows[a].crossing, rows[b].crossing),
+                   paired(rows[a].at_share(1.0).by_seed, rows[b].at_share(1.0).by_seed))
+             for key, (a, b) in (pairs or {}).items()}
     family = {name: m.at_share(1.0).delta for name, m in rows.items() if name != BASELINE}
-    family.update(extra or {})
+    family.update({key: d for key, (_, d) in heads.items()})
     adjusted = holm({k: d.p for k, d in family.items() if d is not None})
 
     def method(name: str) -> dict:
-        m = rows.get(name)
-        at_end = m.at_share(1.0) if m else None
-        d = at_end.delta if at_end else None
+        m = rows[name]
+        at_end = m.at_share(1.0)
         return {
-            "name": name, "present": m is not None, "tau": span(last_tau(bundle, found.get(name, [])), 2),
-            "final": pct(at_end.acc.mean) if at_end and at_end.acc else "–",  # at the baseline's budget, as `delta`
-            "ratio": "–" if m is None or m.ratio.geomean is None else num(m.ratio.geomean, 2),
-            "ratio_low": "–" if m is None or m.ratio.low is None else num(m.ratio.low, 2),
-            "ratio_high": "–" if m is None or m.ratio.high is None else num(m.ratio.high, 2),
-            "reached": f"{m.reached} of {m.n}" if m else "–",
-            "delta": "–" if d is None else f"{100 * d.delta:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]".replace(
-                "-", "−"),
-            "t_low": "–" if m is None or m.ratio.t_low is None else num(m.ratio.t_low, 2),
-            "t_high": "–" if m is None or m.ratio.t_high is None else num(m.ratio.t_high, 2),
-            "slower": bool(m and m.ratio.above_one), "faster": bool(m and m.ratio.below_one),
-            "bootstrap_only": bool(m and (m.ratio.high is not None and m.ratio.high < 1.0
-                                          or m.ratio.low is not None and m.ratio.low > 1.0)
-                                   and not (m.ratio.below_one or m.ratio.above_one)),
-            "untimed": bool(m and m.ratio.low is None),  # fewer than two seeds reached the target on both sides
-            "p_holm": "–" if name not in adjusted else num(adjusted[name][0], 3),
-            "better": bool(d and d.low > 0 and adjusted[name][1]),
-            "worse": bool(d and d.high < 0 and adjusted[name][1]),
+            "name": name, "present": True, "tau": span(last_tau(bundle, found[name]), 2),
+            "final": pct(at_end.acc.mean) if at_end.acc else "–",  # at the baseline's budget, as `delta`
+            "reached": f"{m.reached} of {m.n}", **ratio_values(m.ratio),
+            **delta_values(at_end.delta, adjusted.get(name)),
         }
 
     seeds = sorted({int(r["seed"]) for r in bundle.runs})
+    methods = {name: method(name) for name in found}
     return {
         "tables": time_tables(report), "switch": switch_rows(bundle, found),
         "target": pct(report.target), "target_share": f"{100 * report.target_share:g}",
         "budget": num(report.budget, 1), "baseline_final": pct(report.baseline_final),
         "seeds": len(seeds), "seed_list": ", ".join(map(str, seeds)), "runs": len(bundle.runs),
         "exported": bundle.manifest.get("exported", ""),
-        "methods": {name: method(name) for name in found},
-        "others": [method(name) for name in sorted(found) if name != BASELINE],
+        "methods": methods,
+        "others": [methods[name] for name in sorted(found) if name != BASELINE],
+        **{key: {**ratio_values(r), **delta_values(d, adjusted.get(key))} for key, (r, d) in heads.items()},
         "holm": {k: {"p": num(p, 3), "rejected": r} for k, (p, r) in adjusted.items()},
         "family": len(adjusted),
     }
